@@ -1,0 +1,4 @@
+//! K2 administration: topics (`plan`/`apply` against the broker) and schema registration.
+
+pub mod schemas;
+pub mod topics;

@@ -1,0 +1,159 @@
+//! `k2-admin`: make the broker and the Schema Registry match K2's configuration.
+//!
+//! Exit codes: 0 success (for `plan`, also when changes are pending), 1 a change failed or
+//! cannot be made, 2 bad configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rdkafka::ClientConfig;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+
+use k2_admin::{schemas, topics};
+use k2_common::config::{K2Config, TopicsConfig};
+use k2_common::registry::SchemaRegistryClient;
+
+#[derive(Parser)]
+#[command(
+    name = "k2-admin",
+    version,
+    about = "Topic and schema administration for K2"
+)]
+struct Cli {
+    /// Process configuration (K2_* environment variables override it).
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/k2.toml",
+        env = "K2_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Kafka topics defined by topics.yaml.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Avro schemas in the Schema Registry.
+    Schemas {
+        #[command(subcommand)]
+        action: SchemasAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Print what `apply` would change.
+    Plan,
+    /// Create missing topics, raise partition counts, update configs.
+    Apply,
+}
+
+#[derive(Subcommand)]
+enum SchemasAction {
+    /// Register every schema under its subject with the configured compatibility.
+    Register,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = K2Config::load(&cli.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| {
+            let t = TopicsConfig::load(&c.topics_file)?;
+            Ok((c, t))
+        });
+    let (config, topics_config) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("k2-admin: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    k2_common::logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command, &config, &topics_config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("k2-admin: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(
+    command: Command,
+    config: &K2Config,
+    topics_config: &TopicsConfig,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Topics { action } => {
+            let mut cc = ClientConfig::new();
+            for (k, v) in config.kafka.client_properties() {
+                cc.set(k, v);
+            }
+            let admin: AdminClient<DefaultClientContext> = cc
+                .create()
+                .context("cannot create the Kafka admin client")?;
+            let desired = topics::desired_topics(topics_config, &config.sink.dead_letter_topic);
+            let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
+            let existing = topics::inspect(&admin, &config.kafka.bootstrap_servers, &names).await?;
+            let plan = topics::diff(&desired, &existing);
+            print!("{plan}");
+            match action {
+                TopicsAction::Plan => Ok(if plan.has_errors() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }),
+                TopicsAction::Apply => {
+                    let mut failed = plan.has_errors();
+                    for applied in topics::apply(&admin, &plan).await {
+                        match applied.result {
+                            Ok(()) => println!("done: {}", applied.change),
+                            Err(e) => {
+                                failed = true;
+                                println!("FAILED: {}: {e}", applied.change);
+                            }
+                        }
+                    }
+                    Ok(if failed {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+            }
+        }
+        Command::Schemas {
+            action: SchemasAction::Register,
+        } => {
+            let Some(registry) = &config.schema_registry else {
+                anyhow::bail!(
+                    "{}: schema_registry.url: expected a Schema Registry URL to register with, \
+                     found none (set it or K2_SCHEMA_REGISTRY__URL)",
+                    config
+                        .source
+                        .as_ref()
+                        .map_or("config".into(), |p| p.display().to_string())
+                );
+            };
+            let client = SchemaRegistryClient::new(registry);
+            for r in schemas::register_all(&client, topics_config).await? {
+                println!("{} -> id {} ({}.avsc)", r.subject, r.id, r.schema_name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

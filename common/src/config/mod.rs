@@ -1,0 +1,18 @@
+//! Configuration: `config/topics.yaml` (what topics exist) and `config/k2.toml` (how this
+//! process runs). Every error names the file, the key path and what was expected.
+
+mod error;
+mod process;
+mod secret;
+mod topics;
+
+pub use error::ConfigError;
+pub use process::{
+    CatalogConfig, CommitPolicy, K2Config, KafkaConfig, LogConfig, LogFormat, MetricsConfig,
+    S3Config, SchemaRegistryConfig, SchemasConfig, SinkConfig, SubscriptionConfig, WarehouseConfig,
+};
+pub use secret::{Properties, RedactedUrl, Secret};
+pub use topics::{
+    AssetClassSpec, Compatibility, DataTypeSpec, Defaults, ExchangeSpec, SchemaRegistryPolicy,
+    TopicSpec, TopicsConfig, TradingHours,
+};

@@ -1,0 +1,553 @@
+//! `config/k2.toml`: how one K2 process runs. Every key has a default, every key can be
+//! overridden by an environment variable (`K2_SECTION__KEY`, e.g.
+//! `K2_KAFKA__BOOTSTRAP_SERVERS`), and relative paths resolve against the config file's
+//! directory (`state_dir`, `topics_file`, `schemas.dir`) or against the state directory
+//! (catalog database, warehouse), so moving all state is a one-line change.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Properties, RedactedUrl, Secret};
+use crate::subscription::SubscriptionFilter;
+
+/// Environment variables with this prefix override config keys; `__` separates levels.
+pub const ENV_PREFIX: &str = "K2_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K2Config {
+    /// Where all local state lives: catalog database, warehouse, service data.
+    pub state_dir: PathBuf,
+    pub topics_file: PathBuf,
+    pub schemas: SchemasConfig,
+    pub kafka: KafkaConfig,
+    pub subscription: SubscriptionConfig,
+    pub catalog: CatalogConfig,
+    pub warehouse: WarehouseConfig,
+    pub schema_registry: Option<SchemaRegistryConfig>,
+    pub sink: SinkConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    /// The file this was loaded from (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for K2Config {
+    fn default() -> Self {
+        K2Config {
+            state_dir: ".k2".into(),
+            topics_file: "topics.yaml".into(),
+            schemas: SchemasConfig::default(),
+            kafka: KafkaConfig::default(),
+            subscription: SubscriptionConfig::default(),
+            catalog: CatalogConfig::default(),
+            warehouse: WarehouseConfig::default(),
+            schema_registry: None,
+            sink: SinkConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+            source: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemasConfig {
+    /// Directory of `.avsc` files (relative to the config file).
+    pub dir: PathBuf,
+    /// Without a Schema Registry: writer schema id → `.avsc` file under `dir`. Producers
+    /// frame records with these ids and the sink resolves them here. (Keys are strings in
+    /// TOML; [`SchemasConfig::ids`] parses them.)
+    #[serde(rename = "ids")]
+    pub id_files: BTreeMap<String, PathBuf>,
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        SchemasConfig {
+            dir: "../schemas".into(),
+            id_files: BTreeMap::from([
+                ("1".into(), "trade.avsc".into()),
+                ("2".into(), "quote.avsc".into()),
+                ("3".into(), "reference_data.avsc".into()),
+            ]),
+        }
+    }
+}
+
+impl SchemasConfig {
+    /// Schema id → absolute `.avsc` path (ids validated at load).
+    pub fn ids(&self) -> BTreeMap<u32, PathBuf> {
+        self.id_files
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, self.dir.join(v))))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    /// Any librdkafka property, passed through as is (SASL/SSL settings go here).
+    pub properties: Properties,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "k2-iceberg-writer".into(),
+            properties: Properties::default(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Client properties common to every K2 Kafka client: bootstrap servers plus the
+    /// pass-through properties (which win, so any default can be overridden).
+    pub fn client_properties(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::from([(
+            "bootstrap.servers".to_string(),
+            self.bootstrap_servers.clone(),
+        )]);
+        for (k, v) in self.properties.iter() {
+            out.insert(k.to_string(), v.to_string());
+        }
+        out
+    }
+}
+
+/// Which topics the sink reads; empty lists mean all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionConfig {
+    #[serde(flatten)]
+    pub filter: SubscriptionFilter,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CatalogConfig {
+    /// Iceberg SQL catalog on SQLite (`sqlite:<path>`, path relative to `state_dir`) or
+    /// PostgreSQL (`postgres://...`).
+    Sql {
+        #[serde(default = "default_catalog_name")]
+        name: String,
+        uri: RedactedUrl,
+        #[serde(default)]
+        properties: Properties,
+    },
+    /// Iceberg REST catalog.
+    Rest {
+        #[serde(default = "default_catalog_name")]
+        name: String,
+        uri: String,
+        /// OAuth2 client credential `id:secret`, if the catalog wants one.
+        #[serde(default)]
+        credential: Option<Secret>,
+        /// The catalog's warehouse name (e.g. `s3://warehouse`); defaults to
+        /// `warehouse.location`.
+        #[serde(default)]
+        warehouse: Option<String>,
+        #[serde(default)]
+        properties: Properties,
+    },
+}
+
+fn default_catalog_name() -> String {
+    "k2".into()
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig::Sql {
+            name: default_catalog_name(),
+            uri: RedactedUrl::new("sqlite:catalog.db"),
+            properties: Properties::default(),
+        }
+    }
+}
+
+impl CatalogConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            CatalogConfig::Sql { name, .. } | CatalogConfig::Rest { name, .. } => name,
+        }
+    }
+
+    /// Where the catalog is, for error messages (passwords redacted).
+    pub fn display_uri(&self) -> String {
+        match self {
+            CatalogConfig::Sql { uri, .. } => uri.redacted(),
+            CatalogConfig::Rest { uri, .. } => uri.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarehouseConfig {
+    /// A directory (relative to `state_dir`, or `file:///abs`) or `s3://bucket/prefix`.
+    pub location: String,
+    pub s3: Option<S3Config>,
+}
+
+impl Default for WarehouseConfig {
+    fn default() -> Self {
+        WarehouseConfig {
+            location: "warehouse".into(),
+            s3: None,
+        }
+    }
+}
+
+impl WarehouseConfig {
+    pub fn is_s3(&self) -> bool {
+        self.location.starts_with("s3://") || self.location.starts_with("s3a://")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible server; omit for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    pub commit: CommitPolicy,
+    pub dead_letter_topic: String,
+    /// Records stamped before this instant are rejected as implausible.
+    pub min_timestamp: chrono::DateTime<chrono::Utc>,
+    /// Records stamped further than this ahead of the sink's clock are rejected.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            commit: CommitPolicy::default(),
+            dead_letter_topic: "market.dlq".into(),
+            min_timestamp: "1990-01-01T00:00:00Z".parse().expect("constant"),
+            max_clock_skew: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// When buffered records are written and committed: whichever limit is reached first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitPolicy {
+    pub max_records: u64,
+    pub max_bytes: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy {
+            max_records: 500_000,
+            max_bytes: ByteSize::mib(128),
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Prometheus scrape address; omit to disable.
+    pub address: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: Some(([127, 0, 0, 1], 9464).into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `k2_sink=debug,info`); `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Top-level keys, so that unrelated `K2_*` variables (used by scripts) are not read as
+/// configuration.
+const SECTIONS: [&str; 11] = [
+    "state_dir",
+    "topics_file",
+    "schemas",
+    "kafka",
+    "subscription",
+    "catalog",
+    "warehouse",
+    "schema_registry",
+    "sink",
+    "metrics",
+    "log",
+];
+
+impl K2Config {
+    /// Loads `path`, applies `K2_*` environment overrides, resolves relative paths.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = ConfigError::read_file(path)?;
+        // Syntax errors first, against the file alone, so the message points at the file.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::Parse {
+                file: path.to_path_buf(),
+                key: "(root)".into(),
+                message: e.to_string().trim().to_string(),
+            });
+        }
+        let figment = Figment::from(Serialized::defaults(K2Config::default()))
+            .merge(Toml::string(&text))
+            .merge(env_provider());
+        let mut config: K2Config = figment.extract().map_err(|e| {
+            let e = e.into_iter().next().expect("figment errors are non-empty");
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let key = e.path.join(".");
+            ConfigError::Parse {
+                file: if from_env {
+                    PathBuf::from(format!("{} (environment K2_*)", path.display()))
+                } else {
+                    path.to_path_buf()
+                },
+                key: if key.is_empty() { "(root)".into() } else { key },
+                message: e.kind.to_string(),
+            }
+        })?;
+        config.source = Some(path.to_path_buf());
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        let abs = |p: &Path| {
+            let joined = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
+        self.state_dir = abs(&self.state_dir);
+        self.topics_file = abs(&self.topics_file);
+        self.schemas.dir = abs(&self.schemas.dir);
+        if let CatalogConfig::Sql { uri, .. } = &mut self.catalog
+            && let Some(rest) = uri.expose().strip_prefix("sqlite:")
+        {
+            let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let file = file.trim_start_matches("//");
+            if !file.is_empty() && file != ":memory:" {
+                let p = Path::new(file);
+                let p = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    self.state_dir.join(p)
+                };
+                // rwc: create the database on first use (sqlx opens read-write only).
+                let query = if query.is_empty() {
+                    "mode=rwc".to_string()
+                } else {
+                    query.to_string()
+                };
+                *uri = RedactedUrl::new(format!("sqlite:{}?{query}", p.display()));
+            }
+        }
+        let loc = &self.warehouse.location;
+        if !loc.contains("://") {
+            let p = Path::new(loc);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                self.state_dir.join(p)
+            };
+            self.warehouse.location = format!("file://{}", p.display());
+        }
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, expected: &str, found: String| {
+            Err(ConfigError::invalid(file, key, expected, found))
+        };
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return invalid(
+                "kafka.bootstrap_servers",
+                "host:port[,host:port...]",
+                "an empty string".into(),
+            );
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return invalid(
+                "kafka.group_id",
+                "a consumer group id",
+                "an empty string".into(),
+            );
+        }
+        for key in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+            if self.kafka.properties.get(key).is_some() {
+                return invalid(
+                    &format!("kafka.properties.\"{key}\""),
+                    "no such property: K2 sets it itself (use the kafka section's own keys)",
+                    "it set".into(),
+                );
+            }
+        }
+        for key in self.schemas.id_files.keys() {
+            if key.parse::<u32>().is_err() {
+                return invalid(
+                    &format!("schemas.ids.{key}"),
+                    "a numeric schema id such as 1",
+                    format!("`{key}`"),
+                );
+            }
+        }
+        let c = &self.sink.commit;
+        if c.max_records == 0 {
+            return invalid("sink.commit.max_records", "at least 1", "0".into());
+        }
+        if c.max_bytes.as_u64() < 1024 {
+            return invalid(
+                "sink.commit.max_bytes",
+                "at least 1 KiB",
+                c.max_bytes.to_string(),
+            );
+        }
+        if c.interval.is_zero() {
+            return invalid(
+                "sink.commit.interval",
+                "a positive duration such as 10s",
+                "0s".into(),
+            );
+        }
+        if self.sink.dead_letter_topic.trim().is_empty() {
+            return invalid(
+                "sink.dead_letter_topic",
+                "a topic name",
+                "an empty string".into(),
+            );
+        }
+        let loc = &self.warehouse.location;
+        if !(loc.starts_with("file://") || self.warehouse.is_s3()) {
+            return invalid(
+                "warehouse.location",
+                "a path, file:///path or s3://bucket/prefix",
+                format!("`{loc}`"),
+            );
+        }
+        match &self.catalog {
+            CatalogConfig::Sql { uri, .. } => {
+                let u = uri.expose();
+                if !(u.starts_with("sqlite:")
+                    || u.starts_with("postgres://")
+                    || u.starts_with("postgresql://"))
+                {
+                    return invalid(
+                        "catalog.uri",
+                        "sqlite:<path> or postgres://user:password@host/db",
+                        format!("`{}`", uri.redacted()),
+                    );
+                }
+            }
+            CatalogConfig::Rest { uri, .. } => {
+                if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                    return invalid("catalog.uri", "an http(s):// URL", format!("`{uri}`"));
+                }
+            }
+        }
+        if let Some(r) = &self.schema_registry
+            && !(r.url.starts_with("http://") || r.url.starts_with("https://"))
+        {
+            return invalid(
+                "schema_registry.url",
+                "an http(s):// URL",
+                format!("`{}`", r.url),
+            );
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with every secret redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The state directory's subdirectory for this service or purpose.
+    pub fn state_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join(name)
+    }
+}
+
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+        let top = key.as_str().split('.').next().unwrap_or("");
+        SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(top))
+    })
+}

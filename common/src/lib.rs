@@ -1,0 +1,18 @@
+//! K2's shared foundation: configuration, topic naming and subscriptions, the Avro schemas,
+//! the Schema Registry client, catalog connection, logging and the retry policy.
+
+pub mod catalog;
+pub mod config;
+pub mod logging;
+pub mod registry;
+pub mod retry;
+pub mod schema;
+pub mod subscription;
+pub mod topic;
+
+pub use config::{ConfigError, K2Config, TopicsConfig};
+pub use subscription::{Subscription, SubscriptionFilter};
+pub use topic::{DataType, TopicName};
+
+/// The version every K2 binary reports (and stamps into dead letters and snapshots).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

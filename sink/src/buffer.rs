@@ -1,0 +1,272 @@
+//! Buffer: rows waiting for the next commit, per table, and how far each partition has
+//! been handled (written to the buffer or dead-lettered). The commit policy decides when
+//! the buffer is sealed into a [`CommitJob`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::compute::filter_record_batch;
+use arrow_array::{Array, BooleanArray, Int32Array, RecordBatch, StringArray};
+
+use k2_common::config::CommitPolicy;
+use k2_common::topic::DataType;
+
+use crate::offsets::TopicPartition;
+use crate::table::{KAFKA_PARTITION, KAFKA_TOPIC};
+
+/// One partition's share of a commit job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// The offset the table must have recorded for this job to continue it exactly
+    /// (`None`: nothing recorded yet).
+    pub expected_recorded: Option<i64>,
+    /// First offset handled in this job.
+    pub first_offset: i64,
+    /// Next offset to read after this job.
+    pub end: i64,
+    /// Assignment epoch when the range was read; results of older epochs are stale.
+    pub epoch: u64,
+}
+
+/// Everything one commit cycle writes to one table.
+#[derive(Debug)]
+pub struct TableJob {
+    pub data_type: DataType,
+    pub batches: Vec<RecordBatch>,
+    pub records: usize,
+    pub partitions: BTreeMap<TopicPartition, PartitionRange>,
+}
+
+/// One commit cycle: one Iceberg transaction per table.
+#[derive(Debug)]
+pub struct CommitJob {
+    pub tables: Vec<TableJob>,
+    pub records: usize,
+    pub bytes: usize,
+}
+
+/// Why a buffer is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealReason {
+    Records,
+    Bytes,
+    Age,
+    Shutdown,
+    CaughtUp,
+}
+
+impl SealReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealReason::Records => "records",
+            SealReason::Bytes => "bytes",
+            SealReason::Age => "age",
+            SealReason::Shutdown => "shutdown",
+            SealReason::CaughtUp => "caught_up",
+        }
+    }
+}
+
+/// What the sink knows about one assigned partition between commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The offset the table is expected to have recorded once every sealed job has
+    /// committed (`None`: nothing recorded yet).
+    pub expected_recorded: Option<i64>,
+    /// Incremented on every (re)assignment and re-seek, so late results about an older
+    /// reading of the partition are recognised and ignored.
+    pub epoch: u64,
+}
+
+#[derive(Debug)]
+struct Progress {
+    first_offset: i64,
+    end: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Buffer {
+    tables: BTreeMap<DataType, Vec<RecordBatch>>,
+    progress: HashMap<TopicPartition, Progress>,
+    records: usize,
+    bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl Buffer {
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True if any partition has progress to record (even with no rows: dead letters).
+    pub fn has_progress(&self) -> bool {
+        !self.progress.is_empty()
+    }
+
+    /// Marks `offset` of `tp` as handled; `bytes` is its payload size.
+    pub fn handled(&mut self, tp: &TopicPartition, offset: i64, bytes: usize) {
+        match self.progress.get_mut(tp) {
+            Some(p) => p.end = offset + 1,
+            None => {
+                self.progress.insert(
+                    tp.clone(),
+                    Progress {
+                        first_offset: offset,
+                        end: offset + 1,
+                    },
+                );
+            }
+        }
+        self.bytes += bytes;
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    pub fn add(&mut self, data_type: DataType, batch: RecordBatch) {
+        self.records += batch.num_rows();
+        self.tables.entry(data_type).or_default().push(batch);
+    }
+
+    /// Which limit of the policy, if any, says it is time to commit.
+    pub fn due(&self, policy: &CommitPolicy) -> Option<SealReason> {
+        if self.records as u64 >= policy.max_records {
+            Some(SealReason::Records)
+        } else if self.bytes as u64 >= policy.max_bytes.as_u64() {
+            Some(SealReason::Bytes)
+        } else if self.oldest.is_some_and(|t| t.elapsed() >= policy.interval) {
+            Some(SealReason::Age)
+        } else {
+            None
+        }
+    }
+
+    /// Removes every row and all progress of these partitions (revoked or fenced).
+    pub fn drop_partitions(&mut self, dropped: &HashSet<TopicPartition>) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.progress.retain(|tp, _| !dropped.contains(tp));
+        let mut records = 0;
+        for batches in self.tables.values_mut() {
+            let kept: Vec<RecordBatch> = batches
+                .drain(..)
+                .filter_map(|b| without_partitions(&b, dropped))
+                .collect();
+            records += kept.iter().map(RecordBatch::num_rows).sum::<usize>();
+            *batches = kept;
+        }
+        self.tables.retain(|_, b| !b.is_empty());
+        // Bytes are an estimate for the policy; scale them with the rows kept.
+        if self.records > 0 {
+            self.bytes = (self.bytes as u128 * records as u128 / self.records as u128) as usize;
+        }
+        self.records = records;
+        if self.progress.is_empty() {
+            self.bytes = 0;
+            self.oldest = None;
+        }
+    }
+
+    /// Empties the buffer into a job. `state` gives, per partition, the offset the table
+    /// is expected to hold and the assignment epoch; it is advanced to this job's end.
+    pub fn seal(
+        &mut self,
+        data_type_of: impl Fn(&TopicPartition) -> DataType,
+        state: &mut HashMap<TopicPartition, PartitionState>,
+    ) -> CommitJob {
+        let mut tables: BTreeMap<DataType, TableJob> = BTreeMap::new();
+        for (data_type, batches) in std::mem::take(&mut self.tables) {
+            let records = batches.iter().map(RecordBatch::num_rows).sum();
+            tables.insert(
+                data_type,
+                TableJob {
+                    data_type,
+                    batches,
+                    records,
+                    partitions: BTreeMap::new(),
+                },
+            );
+        }
+        for (tp, p) in self.progress.drain() {
+            let data_type = data_type_of(&tp);
+            let st = state.entry(tp.clone()).or_default();
+            let range = PartitionRange {
+                expected_recorded: st.expected_recorded,
+                first_offset: p.first_offset,
+                end: p.end,
+                epoch: st.epoch,
+            };
+            st.expected_recorded = Some(p.end);
+            tables
+                .entry(data_type)
+                .or_insert_with(|| TableJob {
+                    data_type,
+                    batches: Vec::new(),
+                    records: 0,
+                    partitions: BTreeMap::new(),
+                })
+                .partitions
+                .insert(tp, range);
+        }
+        let job = CommitJob {
+            tables: tables.into_values().collect(),
+            records: self.records,
+            bytes: self.bytes,
+        };
+        self.records = 0;
+        self.bytes = 0;
+        self.oldest = None;
+        job
+    }
+}
+
+/// The batch without rows of the given partitions, `None` if nothing is left.
+pub fn without_partitions(
+    batch: &RecordBatch,
+    dropped: &HashSet<TopicPartition>,
+) -> Option<RecordBatch> {
+    let topics = batch
+        .column_by_name(KAFKA_TOPIC)?
+        .as_any()
+        .downcast_ref::<StringArray>()?;
+    let partitions = batch
+        .column_by_name(KAFKA_PARTITION)?
+        .as_any()
+        .downcast_ref::<Int32Array>()?;
+    let mut probe = TopicPartition::new(String::new(), 0);
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            probe.topic.clear();
+            probe.topic.push_str(topics.value(i));
+            probe.partition = partitions.value(i);
+            Some(!dropped.contains(&probe))
+        })
+        .collect();
+    let n = keep.true_count();
+    if n == 0 {
+        None
+    } else if n == batch.num_rows() {
+        Some(batch.clone())
+    } else {
+        filter_record_batch(batch, &keep).ok()
+    }
+}
+
+/// Shared, cheap-to-clone topic names (one allocation per topic, not per record).
+#[derive(Debug, Default)]
+pub struct TopicNames(HashMap<String, Arc<str>>);
+
+impl TopicNames {
+    pub fn intern(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.0.insert(topic.to_string(), t.clone());
+        t
+    }
+}

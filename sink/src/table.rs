@@ -1,0 +1,296 @@
+//! The Iceberg tables K2 writes: their schema (derived from the Avro schema plus lineage
+//! columns), partitioning, sort order, and idempotent creation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::Schema as AvroSchema;
+use apache_avro::schema::{RecordSchema, UnionSchema};
+use arrow_schema::SchemaRef as ArrowSchemaRef;
+use iceberg::spec::{
+    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder,
+    TableProperties, Transform, Type, UnboundPartitionSpec,
+};
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+
+use k2_common::catalog::NAMESPACE;
+use k2_common::topic::DataType;
+
+/// Columns the sink adds to every row: where it came from in Kafka and when it landed.
+pub const KAFKA_TOPIC: &str = "kafka_topic";
+pub const KAFKA_PARTITION: &str = "kafka_partition";
+pub const KAFKA_OFFSET: &str = "kafka_offset";
+pub const INGESTED_AT: &str = "ingested_at";
+
+/// Partition and sort columns every K2 market-data table has.
+pub const SYMBOL: &str = "symbol";
+pub const EXCHANGE: &str = "exchange";
+pub const EXCHANGE_TIMESTAMP: &str = "exchange_timestamp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(
+        "Avro schema for {table} cannot be mapped to Iceberg: field `{field}` has type {avro_type}"
+    )]
+    UnsupportedType {
+        table: String,
+        field: String,
+        avro_type: String,
+    },
+    #[error("Avro schema for {0} is not a record")]
+    NotARecord(String),
+    #[error("catalog: {context}: {source}")]
+    Catalog {
+        context: String,
+        #[source]
+        source: Box<iceberg::Error>,
+    },
+}
+
+fn catalog_err(context: impl Into<String>) -> impl FnOnce(iceberg::Error) -> TableError {
+    let context = context.into();
+    move |source| TableError::Catalog {
+        context,
+        source: Box::new(source),
+    }
+}
+
+/// One table's layout, shared by the decoder (which columns exist) and the writer.
+#[derive(Debug, Clone)]
+pub struct TableLayout {
+    pub data_type: DataType,
+    pub ident: TableIdent,
+    pub schema: Arc<Schema>,
+    /// The Iceberg schema as Arrow, with field ids in the metadata.
+    pub arrow_schema: ArrowSchemaRef,
+    pub partition_spec: UnboundPartitionSpec,
+    pub sort_order: SortOrder,
+}
+
+pub fn table_ident(data_type: DataType) -> TableIdent {
+    TableIdent::new(
+        NamespaceIdent::new(NAMESPACE.to_string()),
+        data_type.table_name().to_string(),
+    )
+}
+
+impl TableLayout {
+    /// The layout K2 creates for a data type from its Avro (reader) schema.
+    pub fn new(data_type: DataType, avro: &AvroSchema) -> Result<Self, TableError> {
+        let table = data_type.table_name();
+        let AvroSchema::Record(record) = avro else {
+            return Err(TableError::NotARecord(table.to_string()));
+        };
+        let mut fields = record_fields(table, record)?;
+        let first_id = fields.len() as i32 + 1;
+        for (i, (name, ty, doc)) in [
+            (
+                KAFKA_TOPIC,
+                PrimitiveType::String,
+                "Kafka topic the record was read from.",
+            ),
+            (
+                KAFKA_PARTITION,
+                PrimitiveType::Int,
+                "Kafka partition of the record.",
+            ),
+            (
+                KAFKA_OFFSET,
+                PrimitiveType::Long,
+                "Kafka offset of the record.",
+            ),
+            (
+                INGESTED_AT,
+                PrimitiveType::Timestamptz,
+                "When the sink decoded the record.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            fields.push(Arc::new(
+                NestedField::required(first_id + i as i32, name, Type::Primitive(ty)).with_doc(doc),
+            ));
+        }
+        let schema = Schema::builder()
+            .with_schema_id(0)
+            .with_fields(fields)
+            .build()
+            .map_err(catalog_err(format!("schema of {table}")))?;
+        Self::from_schema(data_type, Arc::new(schema))
+    }
+
+    /// The layout of an existing table (its schema may have evolved since creation).
+    pub fn from_schema(data_type: DataType, schema: Arc<Schema>) -> Result<Self, TableError> {
+        let table = data_type.table_name();
+        let id = |name: &str| {
+            schema
+                .field_by_name(name)
+                .map(|f| f.id)
+                .ok_or_else(|| TableError::UnsupportedType {
+                    table: table.to_string(),
+                    field: name.to_string(),
+                    avro_type: "missing".into(),
+                })
+        };
+        let mut spec = UnboundPartitionSpec::builder().with_spec_id(0);
+        if data_type != DataType::ReferenceData {
+            spec = spec
+                .add_partition_field(
+                    id(EXCHANGE_TIMESTAMP)?,
+                    "exchange_timestamp_day",
+                    Transform::Day,
+                )
+                .map_err(catalog_err("partition spec"))?;
+        }
+        spec = spec
+            .add_partition_field(id(EXCHANGE)?, EXCHANGE, Transform::Identity)
+            .map_err(catalog_err("partition spec"))?;
+        let sort_order = SortOrder::builder()
+            .with_order_id(1)
+            .with_sort_field(sort_field(id(SYMBOL)?))
+            .with_sort_field(sort_field(id(EXCHANGE_TIMESTAMP)?))
+            .build(&schema)
+            .map_err(catalog_err("sort order"))?;
+        let arrow_schema = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(&schema).map_err(catalog_err("arrow schema"))?,
+        );
+        Ok(TableLayout {
+            data_type,
+            ident: table_ident(data_type),
+            schema,
+            arrow_schema,
+            partition_spec: spec.build(),
+            sort_order,
+        })
+    }
+}
+
+fn sort_field(source_id: i32) -> SortField {
+    SortField::builder()
+        .source_id(source_id)
+        .transform(Transform::Identity)
+        .direction(SortDirection::Ascending)
+        .null_order(NullOrder::First)
+        .build()
+}
+
+fn record_fields(table: &str, record: &RecordSchema) -> Result<Vec<Arc<NestedField>>, TableError> {
+    record
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let id = i as i32 + 1;
+            let (ty, optional) = iceberg_type(table, &f.name, &f.schema)?;
+            let field = if optional {
+                NestedField::optional(id, &f.name, Type::Primitive(ty))
+            } else {
+                NestedField::required(id, &f.name, Type::Primitive(ty))
+            };
+            Ok(Arc::new(match &f.doc {
+                Some(doc) => field.with_doc(doc),
+                None => field,
+            }))
+        })
+        .collect()
+}
+
+/// The Iceberg type of an Avro field, and whether it is optional (a union with null).
+pub fn iceberg_type(
+    table: &str,
+    field: &str,
+    schema: &AvroSchema,
+) -> Result<(PrimitiveType, bool), TableError> {
+    let unsupported = || TableError::UnsupportedType {
+        table: table.to_string(),
+        field: field.to_string(),
+        avro_type: format!("{schema:?}"),
+    };
+    if let AvroSchema::Union(u) = schema {
+        let inner = non_null_branch(u).ok_or_else(unsupported)?;
+        let (ty, _) = iceberg_type(table, field, inner)?;
+        return Ok((ty, true));
+    }
+    let ty = match schema {
+        AvroSchema::String | AvroSchema::Enum(_) | AvroSchema::Uuid => PrimitiveType::String,
+        AvroSchema::Boolean => PrimitiveType::Boolean,
+        AvroSchema::Int => PrimitiveType::Int,
+        AvroSchema::Long => PrimitiveType::Long,
+        AvroSchema::Float => PrimitiveType::Float,
+        AvroSchema::Double => PrimitiveType::Double,
+        AvroSchema::Bytes => PrimitiveType::Binary,
+        AvroSchema::Date => PrimitiveType::Date,
+        AvroSchema::TimestampMicros | AvroSchema::TimestampMillis => PrimitiveType::Timestamptz,
+        AvroSchema::LocalTimestampMicros | AvroSchema::LocalTimestampMillis => {
+            PrimitiveType::Timestamp
+        }
+        AvroSchema::Decimal(d) => PrimitiveType::Decimal {
+            precision: d.precision as u32,
+            scale: d.scale as u32,
+        },
+        _ => return Err(unsupported()),
+    };
+    Ok((ty, false))
+}
+
+/// The non-null branch of a `["null", T]` union; other unions are not supported.
+fn non_null_branch(u: &UnionSchema) -> Option<&AvroSchema> {
+    let variants = u.variants();
+    match variants {
+        [AvroSchema::Null, t] | [t, AvroSchema::Null] => Some(t),
+        _ => None,
+    }
+}
+
+/// Properties every K2 table is created with.
+fn table_properties() -> HashMap<String, String> {
+    HashMap::from([
+        // iceberg-rust's own commit retry re-applies an append on top of whatever is newest,
+        // without knowing about Kafka offsets; K2 retries in its own loop instead.
+        (
+            TableProperties::PROPERTY_COMMIT_NUM_RETRIES.to_string(),
+            "0".to_string(),
+        ),
+        ("write.format.default".into(), "parquet".into()),
+        ("write.parquet.compression-codec".into(), "zstd".into()),
+        ("k2.managed".into(), "true".into()),
+    ])
+}
+
+/// Creates the namespace and table if they do not exist. Safe to call from several
+/// processes at once: losing a creation race is success.
+pub async fn ensure_table(
+    catalog: &dyn Catalog,
+    layout: &TableLayout,
+) -> Result<iceberg::table::Table, TableError> {
+    let ns = layout.ident.namespace().clone();
+    if !catalog
+        .namespace_exists(&ns)
+        .await
+        .map_err(catalog_err("namespace lookup"))?
+        && let Err(e) = catalog.create_namespace(&ns, HashMap::new()).await
+        && e.kind() != ErrorKind::NamespaceAlreadyExists
+        && !catalog.namespace_exists(&ns).await.unwrap_or(false)
+    {
+        return Err(catalog_err(format!("create namespace {NAMESPACE}"))(e));
+    }
+    if let Ok(t) = catalog.load_table(&layout.ident).await {
+        return Ok(t);
+    }
+    let creation = TableCreation::builder()
+        .name(layout.ident.name().to_string())
+        .schema(layout.schema.as_ref().clone())
+        .partition_spec(layout.partition_spec.clone())
+        .sort_order(layout.sort_order.clone())
+        .properties(table_properties())
+        .build();
+    match catalog.create_table(&ns, creation).await {
+        Ok(t) => Ok(t),
+        // Another sink created it between our lookup and our create.
+        Err(e) => catalog
+            .load_table(&layout.ident)
+            .await
+            .map_err(|_| catalog_err(format!("create table {}", layout.ident))(e)),
+    }
+}

@@ -1,0 +1,134 @@
+//! `k2-admin topics plan|apply` against the real local broker.
+
+use k2_tests::{TestEnv, admin, ensure_services, partitions, stderr, stdout, topic_config};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_creates_topics_and_is_idempotent() {
+    ensure_services();
+    let env = TestEnv::new();
+    let asx_trades = format!("market.equities.trades.{}", env.asx);
+    let bnc_quotes = format!("market.crypto.quotes.{}", env.binance);
+    let bnc_reference = format!("market.crypto.reference_data.{}", env.binance);
+
+    let plan = env.run("k2-admin", &["topics", "plan"]);
+    let text = stdout(&plan);
+    assert!(plan.status.success(), "{text}{}", stderr(&plan));
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("+ create ")).count(),
+        7,
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "+ create {asx_trades} partitions=30 replication=1"
+        )),
+        "{text}"
+    );
+
+    let apply = env.run("k2-admin", &["topics", "apply"]);
+    let text = stdout(&apply);
+    assert!(apply.status.success(), "{text}{}", stderr(&apply));
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("done: + create"))
+            .count(),
+        7,
+        "{text}"
+    );
+
+    let admin = admin();
+    assert_eq!(partitions(&admin, &asx_trades), Some(30));
+    assert_eq!(partitions(&admin, &bnc_quotes), Some(40));
+    assert_eq!(partitions(&admin, &bnc_reference), Some(1));
+    assert_eq!(partitions(&admin, &env.dead_letter_topic), Some(1));
+    assert_eq!(
+        topic_config(&admin, &bnc_reference, "cleanup.policy")
+            .await
+            .as_deref(),
+        Some("compact")
+    );
+    assert_eq!(
+        topic_config(&admin, &asx_trades, "retention.ms")
+            .await
+            .as_deref(),
+        Some("604800000")
+    );
+
+    for _ in 0..2 {
+        let again = env.run("k2-admin", &["topics", "plan"]);
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert_eq!(stdout(&again), "no changes\n");
+        let again = env.run("k2-admin", &["topics", "apply"]);
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert_eq!(stdout(&again), "no changes\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_changes_are_planned_and_refusals_reported() {
+    ensure_services();
+    let env = TestEnv::new();
+    let apply = env.run("k2-admin", &["topics", "apply"]);
+    assert!(apply.status.success(), "{}", stdout(&apply));
+    let asx_trades = format!("market.equities.trades.{}", env.asx);
+
+    // Raising: the plan shows it; the broker here (Tansu 0.6) cannot add partitions, and
+    // apply must say so plainly and fail.
+    let asx = env.asx.clone();
+    env.edit_topics(|t| {
+        t.replace(
+            &format!(
+                "      {asx}:\n        name: Australian Securities Exchange\n        partitions: 30"
+            ),
+            &format!(
+                "      {asx}:\n        name: Australian Securities Exchange\n        partitions: 32"
+            ),
+        )
+    });
+    let plan = env.run("k2-admin", &["topics", "plan"]);
+    let text = stdout(&plan);
+    assert!(plan.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("~ raise partitions {asx_trades}: 30 -> 32")),
+        "{text}"
+    );
+    let apply = env.run("k2-admin", &["topics", "apply"]);
+    let text = stdout(&apply);
+    assert_eq!(apply.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAILED: ~ raise partitions {asx_trades}: 30 -> 32: the broker refused"
+        )),
+        "{text}"
+    );
+    assert_eq!(partitions(&admin(), &asx_trades), Some(30));
+
+    // Decreasing: never; a clear error from plan and apply alike.
+    let asx = env.asx.clone();
+    env.edit_topics(|t| t.replace("partitions: 32", "partitions: 28"));
+    for action in ["plan", "apply"] {
+        let out = env.run("k2-admin", &["topics", action]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{action}: {text}");
+        assert!(
+            text.contains(&format!(
+                "! market.equities.trades.{asx} has 30 partitions but topics.yaml says 28"
+            )),
+            "{action}: {text}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_file() {
+    let env = TestEnv::new();
+    env.edit_topics(|t| t.replace("partitions: 30", "partitions: 0"));
+    let out = env.run("k2-admin", &["topics", "plan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("topics.yaml"), "{err}");
+    assert!(
+        err.contains(".partitions: expected a partition count from 1 to 10000, found 0"),
+        "{err}"
+    );
+}

@@ -1,0 +1,226 @@
+//! Helpers shared by K2's integration tests. Every test runs against the real local
+//! services that `scripts/services` starts on 127.0.0.1; a test that needs a service
+//! starts it through that script or fails loudly, never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+
+pub const BOOTSTRAP: &str = "127.0.0.1:9092";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Starts the local services (idempotent). Panics with the script's output if it fails.
+pub fn ensure_services() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        let out = Command::new(repo_root().join("scripts/services"))
+            .arg("up")
+            .output()
+            .expect("run scripts/services up");
+        assert!(
+            out.status.success(),
+            "scripts/services up failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Path of a workspace binary built in the same profile as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .join(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} not found: build the workspace binaries first (cargo build --workspace --bins)",
+                path.display()
+            )
+        });
+    let newest = newest_source(&repo_root(), name);
+    assert!(
+        built >= newest,
+        "{} is older than the sources: rebuild it (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Modification time of the newest source, manifest or schema the binary is built from.
+fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
+    fn walk(dir: &Path, newest: &mut std::time::SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, newest);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "rs" || x == "toml" || x == "avsc")
+                && let Ok(t) = e.metadata().and_then(|m| m.modified())
+                && t > *newest
+            {
+                *newest = t;
+            }
+        }
+    }
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let own = binary.strip_prefix("k2-").unwrap_or(binary);
+    for krate in ["common", "schemas", own] {
+        walk(&root.join(krate), &mut newest);
+    }
+    newest
+}
+
+/// A name unique to this test run, usable as a topic segment.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}x{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
+}
+
+/// A private configuration: the shipped topics.yaml with exchange codes made unique (so
+/// tests sharing the broker never see each other's topics), a private state directory and
+/// dead-letter topic.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub topics: PathBuf,
+    pub asx: String,
+    pub binance: String,
+    pub dead_letter_topic: String,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let asx = unique("asx");
+        let binance = unique("bnc");
+        let dead_letter_topic = format!("market.dlq.{}", unique("t"));
+        let shipped = std::fs::read_to_string(repo_root().join("config/topics.yaml")).unwrap();
+        let topics_text = shipped
+            .replace("      asx:\n", &format!("      {asx}:\n"))
+            .replace("      binance:\n", &format!("      {binance}:\n"));
+        let topics = dir.path().join("topics.yaml");
+        std::fs::write(&topics, topics_text).unwrap();
+        let config = dir.path().join("k2.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"state\"\ntopics_file = \"topics.yaml\"\n\
+                 [schemas]\ndir = \"{schemas}\"\n\
+                 [kafka]\nbootstrap_servers = \"{BOOTSTRAP}\"\ngroup_id = \"{group}\"\n\
+                 [sink]\ndead_letter_topic = \"{dead_letter_topic}\"\n\
+                 [metrics]\n",
+                schemas = repo_root().join("schemas").display(),
+                group = unique("group"),
+            ),
+        )
+        .unwrap();
+        TestEnv {
+            dir,
+            config,
+            topics,
+            asx,
+            binance,
+            dead_letter_topic,
+        }
+    }
+
+    /// Rewrites topics.yaml through `edit`.
+    pub fn edit_topics(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.topics).unwrap();
+        std::fs::write(&self.topics, edit(text)).unwrap();
+    }
+
+    /// Runs a workspace binary with `--config` pointing at this environment.
+    pub fn run(&self, binary: &str, args: &[&str]) -> Output {
+        Command::new(bin(binary))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("K2_STATE_DIR")
+            .output()
+            .unwrap_or_else(|e| panic!("run {binary}: {e}"))
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .create()
+        .expect("admin client")
+}
+
+/// Partition count of a topic, `None` if it does not exist.
+pub fn partitions(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Option<usize> {
+    let md = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+}
+
+/// One config value of a topic as the broker reports it.
+pub async fn topic_config(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    key: &str,
+) -> Option<String> {
+    let rs = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("describe configs");
+    rs.into_iter()
+        .flatten()
+        .next()
+        .and_then(|r| r.get(key).and_then(|e| e.value.clone()))
+}
