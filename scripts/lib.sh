@@ -4,8 +4,10 @@
 
 K2_ROOT="${K2_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 K2_CACHE="${K2_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k2}"
-K2_STATE_DIR="${K2_STATE_DIR:-$K2_ROOT/.k2}"
-export K2_ROOT K2_CACHE K2_STATE_DIR
+# Local services' data and logs. (Not K2_STATE_DIR: that name overrides the K2 config's
+# state_dir in every K2 process started from a shell that sourced this file.)
+K2_SERVICES_DIR="${K2_SERVICES_DIR:-$K2_ROOT/.k2/services}"
+export K2_ROOT K2_CACHE K2_SERVICES_DIR
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$K2_CACHE/target}"
 
 log() { printf '[k2 %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

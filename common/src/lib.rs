@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod config;
 pub mod logging;
+pub mod records;
 pub mod registry;
 pub mod retry;
 pub mod schema;

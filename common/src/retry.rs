@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// Backoff for a call that should eventually succeed once a dependency recovers.
 /// `max_times` bounds the attempts; `None` retries until the caller gives up.
@@ -17,4 +17,10 @@ pub fn backoff(max_times: Option<usize>) -> ExponentialBuilder {
         Some(n) => b.with_max_times(n),
         None => b.without_max_times(),
     }
+}
+
+/// The delays of an unbounded [`backoff`], for loops that retry by hand (they re-check
+/// state between attempts, which `backon`'s `Retryable` closures cannot).
+pub fn delays() -> impl Iterator<Item = Duration> {
+    backoff(None).build()
 }

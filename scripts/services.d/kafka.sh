@@ -7,7 +7,7 @@ KAFKA_HOST=127.0.0.1
 KAFKA_PORT="${K2_KAFKA_PORT:-9092}"
 TANSU_ROOT="$K2_CACHE/tansu-$TANSU_VERSION"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
-KAFKA_DIR="$K2_STATE_DIR/services/kafka"
+KAFKA_DIR="$K2_SERVICES_DIR/kafka"
 
 kafka_install() {
   [[ -x $TANSU_BIN ]] && return 0

@@ -77,6 +77,9 @@ pub struct PartitionState {
     /// Incremented on every (re)assignment and re-seek, so late results about an older
     /// reading of the partition are recognised and ignored.
     pub epoch: u64,
+    /// Next offset the poll loop accepts; anything below was prefetched before a
+    /// re-seek and is skipped (`None`: accept whatever comes first).
+    pub next_offset: Option<i64>,
 }
 
 #[derive(Debug)]

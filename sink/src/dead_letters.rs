@@ -62,7 +62,8 @@ impl DeadLetters {
         self.in_flight.len()
     }
 
-    /// Queues a dead letter; [`DeadLetters::flush`] waits for the broker's acknowledgement.
+    /// Queues a dead letter; its acknowledgement is awaited by [`PendingDeadLetters::deliver`]
+    /// before the commit that records its offset.
     pub fn send(&mut self, rejected: Rejected, metrics: &Metrics) {
         metrics.dead_letter(&rejected.source.topic, rejected.kind);
         if self.log_budget.allow() {
@@ -75,48 +76,54 @@ impl DeadLetters {
                 "record sent to the dead-letter topic"
             );
         }
-        let future = self.enqueue(&rejected);
+        let future = enqueue(&self.producer, &self.topic, &rejected);
         self.in_flight.push((rejected, future));
     }
 
-    fn enqueue(&self, r: &Rejected) -> DeliveryFuture {
-        let partition = r.source.partition.to_string();
-        let offset = r.source.offset.to_string();
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let headers = OwnedHeaders::new()
-            .insert(header(HEADER_SOURCE_TOPIC, &r.source.topic))
-            .insert(header(HEADER_SOURCE_PARTITION, &partition))
-            .insert(header(HEADER_SOURCE_OFFSET, &offset))
-            .insert(header(HEADER_ERROR_KIND, r.kind))
-            .insert(header(HEADER_ERROR_MESSAGE, &r.message))
-            .insert(header(HEADER_SINK_VERSION, k2_common::VERSION))
-            .insert(header(HEADER_TIMESTAMP, &now));
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(&r.value)
-            .headers(headers);
-        if let Some(k) = &r.key {
-            record = record.key(k);
-        }
-        if let Some(ts) = r.source.timestamp_ms {
-            record = record.timestamp(ts);
-        }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(f) => return f,
-                Err((e, rec)) => {
-                    // Local queue full: let librdkafka deliver some, then try again.
-                    tracing::debug!(error = %e, "dead-letter queue full; waiting");
-                    self.producer.poll(Duration::from_millis(100));
-                    record = rec;
-                }
-            }
+    /// Hands the queued dead letters to the commit that will record their offsets.
+    pub fn take_pending(&mut self) -> PendingDeadLetters {
+        PendingDeadLetters {
+            producer: self.producer.clone(),
+            topic: self.topic.clone(),
+            in_flight: std::mem::take(&mut self.in_flight),
         }
     }
 
-    /// Waits until every queued dead letter is acknowledged, re-sending failures with
-    /// backoff. Returns how many were delivered. Never gives up: an offset may not pass a
-    /// bad record until its dead letter is safe.
-    pub async fn flush(&mut self) -> usize {
+    /// Flushes librdkafka's own queue (on shutdown).
+    pub fn close(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}
+
+/// Dead letters queued since the last commit, travelling with the commit job.
+pub struct PendingDeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    in_flight: Vec<(Rejected, DeliveryFuture)>,
+}
+
+impl std::fmt::Debug for PendingDeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingDeadLetters")
+            .field("topic", &self.topic)
+            .field("in_flight", &self.in_flight.len())
+            .finish()
+    }
+}
+
+impl PendingDeadLetters {
+    pub fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Waits until every dead letter is acknowledged, re-sending failures with backoff.
+    /// Returns how many were delivered. Never gives up: an offset may not pass a bad
+    /// record until its dead letter is safe.
+    pub async fn deliver(mut self) -> usize {
         let mut delivered = 0;
         let mut attempt = 0u32;
         while !self.in_flight.is_empty() {
@@ -136,17 +143,46 @@ impl DeadLetters {
                 let delay = Duration::from_millis(100u64 << attempt.min(7));
                 tokio::time::sleep(delay).await;
                 for r in failed {
-                    let f = self.enqueue(&r);
+                    let f = enqueue(&self.producer, &self.topic, &r);
                     self.in_flight.push((r, f));
                 }
             }
         }
         delivered
     }
+}
 
-    /// Flushes librdkafka's own queue (on shutdown).
-    pub fn close(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
+fn enqueue(producer: &FutureProducer, topic: &str, r: &Rejected) -> DeliveryFuture {
+    let partition = r.source.partition.to_string();
+    let offset = r.source.offset.to_string();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let headers = OwnedHeaders::new()
+        .insert(header(HEADER_SOURCE_TOPIC, &r.source.topic))
+        .insert(header(HEADER_SOURCE_PARTITION, &partition))
+        .insert(header(HEADER_SOURCE_OFFSET, &offset))
+        .insert(header(HEADER_ERROR_KIND, r.kind))
+        .insert(header(HEADER_ERROR_MESSAGE, &r.message))
+        .insert(header(HEADER_SINK_VERSION, k2_common::VERSION))
+        .insert(header(HEADER_TIMESTAMP, &now));
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .payload(&r.value)
+        .headers(headers);
+    if let Some(k) = &r.key {
+        record = record.key(k);
+    }
+    if let Some(ts) = r.source.timestamp_ms {
+        record = record.timestamp(ts);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => return f,
+            Err((e, rec)) => {
+                // Local queue full: let librdkafka deliver some, then try again.
+                tracing::debug!(error = %e, "dead-letter queue full; waiting");
+                producer.poll(Duration::from_millis(100));
+                record = rec;
+            }
+        }
     }
 }
 

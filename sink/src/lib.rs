@@ -7,7 +7,10 @@
 //! [`dead_letters`]. Table layout lives in [`table`], metrics in [`instrumentation`].
 
 pub mod buffer;
+pub mod commit;
+pub mod consumer;
 pub mod dead_letters;
+pub mod ingest;
 pub mod instrumentation;
 pub mod offsets;
 pub mod serialization;

@@ -1,16 +1,23 @@
 //! `k2-sink`: Kafka exchange topics into Iceberg.
 //!
-//! Exit codes: 0 success, 1 runtime failure (catalog, storage, broker), 2 bad configuration
-//! or usage.
+//! Exit codes: 0 success (including a clean stop on SIGTERM/SIGINT), 1 runtime failure
+//! (catalog, storage, broker), 2 bad configuration or usage, 130 a second signal (exit at
+//! once; nothing uncommitted was recorded, so a restart resumes safely).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use clap::Parser;
 
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::schema::BuiltinSchema;
+use k2_common::subscription::Subscription;
 use k2_common::topic::DataType;
+use k2_sink::ingest::{Mode, Sink, narrow};
+use k2_sink::instrumentation::Metrics;
 use k2_sink::table::{TableLayout, ensure_table};
 
 #[derive(Parser)]
@@ -29,6 +36,19 @@ struct Cli {
     /// Create the namespace and tables if absent, then exit.
     #[arg(long)]
     init: bool,
+    /// Consume until caught up with the high watermarks seen at start, commit, exit 0.
+    /// Meant for backfills and tests; run it as the group's only member.
+    #[arg(long)]
+    once: bool,
+    /// Only these exchanges (repeatable; narrows `subscription` in the config).
+    #[arg(long = "exchange", value_name = "CODE")]
+    exchanges: Vec<String>,
+    /// Only these asset classes (repeatable).
+    #[arg(long = "asset-class", value_name = "NAME")]
+    asset_classes: Vec<String>,
+    /// Only these data types (repeatable): trades, quotes, reference_data.
+    #[arg(long = "data-type", value_name = "TYPE")]
+    data_types: Vec<DataType>,
 }
 
 fn main() -> ExitCode {
@@ -44,23 +64,117 @@ fn main() -> ExitCode {
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = TopicsConfig::load(&config.topics_file) {
-        eprintln!("k2-sink: {e}");
+    let topics_config = match TopicsConfig::load(&config.topics_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("k2-sink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(filter) = narrow(
+        &config.subscription.filter,
+        &cli.exchanges,
+        &cli.asset_classes,
+        &cli.data_types,
+    ) else {
+        eprintln!("k2-sink: the command-line filters exclude every topic the config subscribes to");
         return ExitCode::from(2);
-    }
+    };
+    let topics = match topics_config.resolve(&Subscription::Filter(filter)) {
+        Ok(t) if !t.is_empty() => t,
+        Ok(_) => {
+            eprintln!(
+                "k2-sink: the subscription matches no topic in {}",
+                config.topics_file.display()
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("k2-sink: {e}");
+            return ExitCode::from(2);
+        }
+    };
     k2_common::logging::init(&config.log);
-    if !cli.init {
-        eprintln!("k2-sink: the consume loop is not built yet; use --init or --print-config");
-        return ExitCode::from(2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("k2-sink-io")
+        .build()
+        .expect("tokio runtime");
+    if cli.init {
+        return match runtime.block_on(init(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("k2-sink: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(init(&config)) {
+    let mode = if cli.once {
+        Mode::Once
+    } else {
+        Mode::Continuous
+    };
+    match run(&config, &topics, mode, &runtime) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "k2-sink failed");
             eprintln!("k2-sink: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn run(
+    config: &K2Config,
+    topics: &[k2_common::topic::TopicName],
+    mode: Mode,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    if let Some(address) = config.metrics.address {
+        let served = metrics.clone();
+        runtime.spawn(async move {
+            if let Err(e) = served.serve(address).await {
+                tracing::error!(%address, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let signalled = stop.clone();
+    runtime.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        for count in 1.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if count == 1 {
+                tracing::info!(
+                    "signal received: flushing and committing (signal again to exit at once)"
+                );
+                signalled.store(true, Ordering::Relaxed);
+            } else {
+                tracing::warn!("second signal: exiting without flushing");
+                std::process::exit(130);
+            }
+        }
+    });
+    let catalog = runtime
+        .block_on(k2_common::catalog::connect(config))
+        .context("connecting to the catalog")?;
+    let sink = Sink::start(
+        config,
+        catalog,
+        topics,
+        mode,
+        runtime.handle().clone(),
+        metrics,
+    )?;
+    let summary = sink.run(&stop)?;
+    tracing::info!(?summary, "done");
+    Ok(())
 }
 
 async fn init(config: &K2Config) -> anyhow::Result<()> {

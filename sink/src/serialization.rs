@@ -202,6 +202,26 @@ pub struct Rejected {
     pub message: String,
 }
 
+impl Rejected {
+    /// A record rejected before decoding (bad header, unknown or incompatible schema).
+    pub fn raw(rec: &RawRecord<'_>, kind: &'static str, message: String) -> Self {
+        Rejected {
+            source: RowSource {
+                topic: rec.topic.clone(),
+                partition: rec.partition,
+                offset: rec.offset,
+                timestamp_ms: rec.timestamp_ms,
+                key: None,
+                value: (0, 0),
+            },
+            key: rec.key.map(<[u8]>::to_vec),
+            value: rec.value.to_vec(),
+            kind,
+            message,
+        }
+    }
+}
+
 /// A decoded batch (in the reader schema) and the source of each row.
 #[derive(Debug)]
 pub struct DecodedBatch {

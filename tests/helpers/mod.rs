@@ -8,11 +8,17 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod feed;
+pub mod tables;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
 pub const BOOTSTRAP: &str = "127.0.0.1:9092";
+
+/// Loading a config reads `K2_*` variables; tests that set them take this lock.
+pub static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -117,6 +123,9 @@ pub struct TestEnv {
     pub asx: String,
     pub binance: String,
     pub dead_letter_topic: String,
+    pub group: String,
+    /// Environment variables for every process [`TestEnv::run`] and [`TestEnv::spawn`] start.
+    pub vars: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -125,6 +134,7 @@ impl TestEnv {
         let asx = unique("asx");
         let binance = unique("bnc");
         let dead_letter_topic = format!("market.dlq.{}", unique("t"));
+        let group = unique("group");
         let shipped = std::fs::read_to_string(repo_root().join("config/topics.yaml")).unwrap();
         let topics_text = shipped
             .replace("      asx:\n", &format!("      {asx}:\n"))
@@ -139,9 +149,8 @@ impl TestEnv {
                  [schemas]\ndir = \"{schemas}\"\n\
                  [kafka]\nbootstrap_servers = \"{BOOTSTRAP}\"\ngroup_id = \"{group}\"\n\
                  [sink]\ndead_letter_topic = \"{dead_letter_topic}\"\n\
-                 [metrics]\n",
+                 [metrics]\naddress = \"127.0.0.1:0\"\n",
                 schemas = repo_root().join("schemas").display(),
-                group = unique("group"),
             ),
         )
         .unwrap();
@@ -152,6 +161,113 @@ impl TestEnv {
             asx,
             binance,
             dead_letter_topic,
+            group,
+            vars: Vec::new(),
+        }
+    }
+
+    /// Sets the partition counts of the two exchanges (the shipped 30/40 make tests slow).
+    pub fn set_partitions(&self, asx: usize, binance: usize) {
+        self.edit_topics(|t| {
+            t.replace("partitions: 30", &format!("partitions: {asx}"))
+                .replace("partitions: 40", &format!("partitions: {binance}"))
+        });
+    }
+
+    /// Adds an environment variable (a `K2_*` config override) for processes started later.
+    pub fn var(&mut self, key: &str, value: &str) -> &mut Self {
+        self.vars.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The effective configuration, as the binaries load it.
+    pub fn k2_config(&self) -> k2_common::config::K2Config {
+        let _guard = ENV_LOCK.lock().unwrap();
+        k2_common::config::K2Config::load(&self.config).expect("test config loads")
+    }
+
+    /// Creates this environment's topics (and dead-letter topic) with `k2-admin`.
+    pub fn create_topics(&self) {
+        let out = self.run("k2-admin", &["topics", "apply"]);
+        assert!(
+            out.status.success(),
+            "k2-admin topics apply failed:\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    /// Topic name of one exchange's data type in this environment.
+    pub fn topic(&self, exchange: &str, data_type: &str) -> String {
+        if exchange == self.binance {
+            format!("market.crypto.{data_type}.{exchange}")
+        } else {
+            format!("market.equities.{data_type}.{exchange}")
+        }
+    }
+
+    fn command(&self, binary: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin(binary));
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("K2_STATE_DIR")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Starts a workspace binary in the background; its output goes to `<dir>/<log>`.
+    pub fn spawn(&self, binary: &str, args: &[&str], log: &str) -> std::process::Child {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(log))
+            .unwrap();
+        self.command(binary, args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {binary}: {e}"))
+    }
+
+    /// Contents of a log written by [`TestEnv::spawn`].
+    pub fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
+    }
+
+    /// Runs `k2-sink --once` (plus `args`) to completion, panicking with its log if it
+    /// fails or takes longer than `timeout`.
+    pub fn sink_once(&self, args: &[&str], timeout: Duration) {
+        let log = format!("sink-once-{}.log", unique("r"));
+        let mut all = vec!["--once"];
+        all.extend_from_slice(args);
+        let mut child = self.spawn("k2-sink", &all, &log);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Shown by the test harness only if the test fails.
+                eprintln!("--- {log} ---\n{}", self.log(&log));
+                assert!(
+                    status.success(),
+                    "k2-sink --once failed ({status}):\n{}",
+                    self.log(&log)
+                );
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "k2-sink --once did not finish in {timeout:?}:\n{}",
+                    self.log(&log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -163,11 +279,7 @@ impl TestEnv {
 
     /// Runs a workspace binary with `--config` pointing at this environment.
     pub fn run(&self, binary: &str, args: &[&str]) -> Output {
-        Command::new(bin(binary))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("K2_STATE_DIR")
+        self.command(binary, args)
             .output()
             .unwrap_or_else(|e| panic!("run {binary}: {e}"))
     }

@@ -1,0 +1,710 @@
+//! The sink's poll loop: consume → decode → check → buffer, then hand sealed jobs to the
+//! committer task and acknowledge what it committed.
+//!
+//! The loop runs on its own thread (librdkafka's rebalance callbacks run inside `poll`
+//! and block on the catalog). Exactly one commit job is in flight at a time; while it is,
+//! the next one fills, and when that one is full too, every assigned partition is paused
+//! until the committer catches up: memory stays within about twice the commit policy.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use iceberg::Catalog;
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use k2_common::config::{CommitPolicy, K2Config};
+use k2_common::schema::BuiltinSchema;
+use k2_common::topic::{DataType, TopicName};
+
+use crate::buffer::{Buffer, CommitJob, PartitionState, SealReason};
+use crate::commit::{CommitError, Committer, JobOutcome, RangeOutcome};
+use crate::consumer::{self, RebalanceEvent, SinkConsumer, SinkContext};
+use crate::dead_letters::{DeadLetterError, DeadLetters, PendingDeadLetters};
+use crate::instrumentation::Metrics;
+use crate::offsets::TopicPartition;
+use crate::serialization::{
+    DECODE_BATCH_ROWS, DecodeErrorKind, RawRecord, Rejected, SchemaDecoder, SchemaSource,
+    WriterSchemas, schema_id,
+};
+use crate::table::{TableError, TableLayout, ensure_table};
+use crate::validation::{TimeWindow, shape, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
+    #[error("decoding {data_type} records: {message}")]
+    Decode {
+        data_type: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How the loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Until asked to stop.
+    Continuous,
+    /// Until every partition is caught up to its high watermark at start.
+    Once,
+}
+
+/// What one run did, for the final log line.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub records_consumed: u64,
+    pub records_committed: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+}
+
+struct TopicInfo {
+    name: Arc<str>,
+    data_type: DataType,
+    consumed: Counter,
+}
+
+enum DecoderSlot {
+    Ready(Box<SchemaDecoder>),
+    /// The writer schema cannot be read as the table's schema: every record is rejected.
+    Incompatible(String),
+}
+
+type JobMessage = (u64, CommitJob, PendingDeadLetters);
+
+/// Everything the poll loop owns.
+pub struct Sink {
+    consumer: Arc<SinkConsumer>,
+    runtime: tokio::runtime::Handle,
+    metrics: Metrics,
+    policy: CommitPolicy,
+    min_timestamp_micros: i64,
+    max_clock_skew: Duration,
+    topics: HashMap<String, TopicInfo>,
+    layouts: HashMap<DataType, TableLayout>,
+    reader_schemas: HashMap<DataType, String>,
+    writer_schemas: WriterSchemas,
+    decoders: HashMap<(DataType, u32), DecoderSlot>,
+    buffer: Buffer,
+    partitions: HashMap<TopicPartition, PartitionState>,
+    next_epoch: u64,
+    dead_letters: DeadLetters,
+    jobs: tokio::sync::mpsc::UnboundedSender<JobMessage>,
+    results: mpsc::Receiver<Result<JobOutcome, CommitError>>,
+    in_flight: Option<u64>,
+    next_job: u64,
+    paused: bool,
+    watermarks: Option<HashMap<TopicPartition, i64>>,
+    assigned_once: bool,
+    probe: TopicPartition,
+    summary: RunSummary,
+}
+
+impl Sink {
+    /// Connects everything: tables (created if absent), committer task, dead-letter
+    /// producer, consumer subscribed to `topics`.
+    pub fn start(
+        config: &K2Config,
+        catalog: Arc<dyn Catalog>,
+        topics: &[TopicName],
+        mode: Mode,
+        runtime: tokio::runtime::Handle,
+        metrics: Metrics,
+    ) -> Result<Self, SinkError> {
+        let data_types: HashSet<DataType> = topics.iter().map(TopicName::data_type).collect();
+        let mut layouts = HashMap::new();
+        let mut reader_schemas = HashMap::new();
+        for &dt in &data_types {
+            let builtin = BuiltinSchema::for_data_type(dt);
+            let initial = TableLayout::new(dt, &builtin.parse())?;
+            let table = runtime.block_on(ensure_table(catalog.as_ref(), &initial))?;
+            // The table may have gained columns since the built-in schema: write to what
+            // the table has now.
+            let layout = TableLayout::from_schema(dt, table.metadata().current_schema().clone())?;
+            layouts.insert(dt, layout);
+            reader_schemas.insert(dt, builtin.text.to_string());
+        }
+        let source = match &config.schema_registry {
+            Some(r) => SchemaSource::Registry(k2_common::registry::SchemaRegistryClient::new(r)),
+            None => {
+                let mut map = std::collections::BTreeMap::new();
+                for (id, path) in config.schemas.ids() {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        SinkError::Setup(format!(
+                            "schemas.ids.{id}: cannot read {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    map.insert(id, text);
+                }
+                SchemaSource::Local(map)
+            }
+        };
+
+        let writer_id = format!(
+            "k2-sink-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let committer = Committer::new(
+            catalog.clone(),
+            &config.kafka.group_id,
+            &writer_id,
+            metrics.clone(),
+        );
+        let (jobs_tx, mut jobs_rx) = tokio::sync::mpsc::unbounded_channel::<JobMessage>();
+        let (results_tx, results_rx) = mpsc::channel();
+        runtime.spawn(async move {
+            while let Some((id, job, dead_letters)) = jobs_rx.recv().await {
+                let result = committer.commit(id, job, dead_letters).await;
+                if results_tx.send(result).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let client_properties = config.kafka.client_properties();
+        let dead_letters = DeadLetters::new(&client_properties, &config.sink.dead_letter_topic)?;
+        let context = SinkContext::new(runtime.clone(), catalog, metrics.clone());
+        let topic_names: Vec<String> = topics.iter().map(ToString::to_string).collect();
+        let consumer = consumer::subscribe(
+            consumer::consumer_config(&client_properties, &config.kafka.group_id),
+            context,
+            &topic_names,
+        )?;
+        let watermarks = match mode {
+            Mode::Continuous => None,
+            Mode::Once => Some(consumer::high_watermarks(
+                &consumer,
+                &topic_names,
+                Duration::from_secs(30),
+            )?),
+        };
+        let topics = topics
+            .iter()
+            .map(|t| {
+                let name = t.to_string();
+                let info = TopicInfo {
+                    name: Arc::from(name.as_str()),
+                    data_type: t.data_type(),
+                    consumed: metrics
+                        .records_consumed
+                        .get_or_create(&Metrics::topic_labels(&name))
+                        .clone(),
+                };
+                (name, info)
+            })
+            .collect();
+        tracing::info!(%writer_id, topics = topic_names.len(), group = %config.kafka.group_id, "sink started");
+        Ok(Sink {
+            consumer: Arc::new(consumer),
+            runtime,
+            metrics,
+            policy: config.sink.commit.clone(),
+            min_timestamp_micros: config.sink.min_timestamp.timestamp_micros(),
+            max_clock_skew: config.sink.max_clock_skew,
+            topics,
+            layouts,
+            reader_schemas,
+            writer_schemas: WriterSchemas::new(source),
+            decoders: HashMap::new(),
+            buffer: Buffer::default(),
+            partitions: HashMap::new(),
+            next_epoch: 1,
+            dead_letters,
+            jobs: jobs_tx,
+            results: results_rx,
+            in_flight: None,
+            next_job: 1,
+            paused: false,
+            watermarks,
+            assigned_once: false,
+            probe: TopicPartition::new(String::new(), 0),
+            summary: RunSummary::default(),
+        })
+    }
+
+    /// Runs until `stop` is set (then flushes, commits and leaves the group) or, with
+    /// [`Mode::Once`], until caught up.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<RunSummary, SinkError> {
+        let mut stopping = false;
+        let mut last_check = Instant::now();
+        loop {
+            if !stopping && stop.load(Ordering::Relaxed) {
+                tracing::info!("stopping: committing what is buffered");
+                stopping = true;
+                self.set_paused(true);
+            }
+            self.poll_batch()?;
+            self.handle_rebalances()?;
+            self.handle_results()?;
+
+            let caught_up = self.watermarks.is_some()
+                && last_check.elapsed() >= Duration::from_millis(100)
+                && {
+                    last_check = Instant::now();
+                    self.caught_up()
+                };
+            let reason = if stopping {
+                Some(SealReason::Shutdown)
+            } else if caught_up {
+                Some(SealReason::CaughtUp)
+            } else {
+                self.buffer.due(&self.policy)
+            };
+            if let Some(reason) = reason {
+                if self.in_flight.is_none() {
+                    self.seal(reason)?;
+                    if !stopping && self.paused {
+                        self.set_paused(false);
+                    }
+                } else if matches!(reason, SealReason::Records | SealReason::Bytes) && !self.paused
+                {
+                    tracing::info!("commit in progress and buffer full: pausing consumption");
+                    self.set_paused(true);
+                }
+            }
+            self.metrics
+                .buffered_records
+                .set(self.buffer.records() as i64);
+            self.metrics.buffered_bytes.set(self.buffer.bytes() as i64);
+
+            let idle = self.in_flight.is_none() && !self.buffer.has_progress();
+            if idle && (stopping || (caught_up && self.watermarks.is_some())) {
+                break;
+            }
+        }
+        self.close();
+        Ok(self.summary)
+    }
+
+    fn close(&mut self) {
+        self.dead_letters.close(Duration::from_secs(10));
+        self.consumer.unsubscribe();
+        tracing::info!(
+            consumed = self.summary.records_consumed,
+            committed = self.summary.records_committed,
+            dead_letters = self.summary.dead_letters,
+            commits = self.summary.commits,
+            "sink stopped"
+        );
+    }
+
+    /// Reads what librdkafka has queued (up to a bound), waiting briefly if nothing is.
+    fn poll_batch(&mut self) -> Result<(), SinkError> {
+        let consumer = self.consumer.clone();
+        let mut timeout = Duration::from_millis(100);
+        for _ in 0..DECODE_BATCH_ROWS {
+            let Some(result) = consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            match result {
+                Ok(m) => self.on_message(&m)?,
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+            if !consumer.context().has_events() {
+                continue;
+            }
+            // A rebalance happened inside poll: apply it before reading further.
+            break;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
+        let Some(info) = self.topics.get(m.topic()) else {
+            return Ok(());
+        };
+        self.probe.topic.clear();
+        self.probe.topic.push_str(m.topic());
+        self.probe.partition = m.partition();
+        let offset = m.offset();
+        let Some(state) = self.partitions.get_mut(&self.probe) else {
+            // Fetched before a revoke took effect.
+            return Ok(());
+        };
+        if state.next_offset.is_some_and(|next| offset < next) {
+            // Prefetched before a re-seek: already recorded, or about to be re-read.
+            return Ok(());
+        }
+        state.next_offset = Some(offset + 1);
+        info.consumed.inc();
+        self.summary.records_consumed += 1;
+        let value = m.payload();
+        self.buffer
+            .handled(&self.probe, offset, value.map_or(0, <[u8]>::len));
+        let rec = RawRecord {
+            topic: info.name.clone(),
+            partition: m.partition(),
+            offset,
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key(),
+            value: value.unwrap_or_default(),
+        };
+        let data_type = info.data_type;
+        let id = match schema_id(value) {
+            Ok(id) => id,
+            Err((kind, message)) => {
+                self.reject(&rec, kind.as_str(), message);
+                return Ok(());
+            }
+        };
+        if !self.decoders.contains_key(&(data_type, id)) {
+            let slot = self.new_decoder(data_type, id);
+            match slot {
+                Some(slot) => {
+                    self.decoders.insert((data_type, id), slot);
+                }
+                None => {
+                    let message = format!("schema id {id} is not known to the schema source");
+                    self.reject(&rec, DecodeErrorKind::UnknownSchemaId.as_str(), message);
+                    return Ok(());
+                }
+            }
+        }
+        let full = match self
+            .decoders
+            .get_mut(&(data_type, id))
+            .expect("inserted above")
+        {
+            DecoderSlot::Incompatible(why) => {
+                let message =
+                    format!("writer schema {id} cannot be read as the table's schema: {why}");
+                self.reject(&rec, DecodeErrorKind::IncompatibleSchema.as_str(), message);
+                return Ok(());
+            }
+            DecoderSlot::Ready(decoder) => match decoder.push(&rec) {
+                Ok(()) => decoder.is_full(),
+                Err(message) => {
+                    self.reject(&rec, DecodeErrorKind::Undecodable.as_str(), message);
+                    return Ok(());
+                }
+            },
+        };
+        if full {
+            self.flush_decoder(data_type, id)?;
+        }
+        Ok(())
+    }
+
+    /// A decoder for this writer schema id, `None` if the id is unknown. Blocks while the
+    /// registry is unreachable: skipping ahead would lose the record's place.
+    fn new_decoder(&mut self, data_type: DataType, id: u32) -> Option<DecoderSlot> {
+        let mut delays = k2_common::retry::delays();
+        let writer = loop {
+            match self.runtime.block_on(self.writer_schemas.get(id)) {
+                Ok(w) => break w?,
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(schema_id = id, error = %e, retry_in = ?delay, "schema registry lookup failed; retrying");
+                    std::thread::sleep(delay);
+                }
+            }
+        };
+        let reader = &self.reader_schemas[&data_type];
+        Some(
+            match SchemaDecoder::new(id, &writer, reader, DECODE_BATCH_ROWS) {
+                Ok(d) => {
+                    tracing::info!(
+                        schema_id = id,
+                        table = data_type.table_name(),
+                        "new writer schema"
+                    );
+                    DecoderSlot::Ready(Box::new(d))
+                }
+                Err(why) => {
+                    tracing::error!(schema_id = id, table = data_type.table_name(), error = %why, "writer schema incompatible with the table");
+                    DecoderSlot::Incompatible(why)
+                }
+            },
+        )
+    }
+
+    fn reject(&mut self, rec: &RawRecord<'_>, kind: &'static str, message: String) {
+        let rejected = Rejected::raw(rec, kind, message);
+        self.summary.dead_letters += 1;
+        self.dead_letters.send(rejected, &self.metrics);
+    }
+
+    /// Moves one decoder's rows through validation into the buffer.
+    fn flush_decoder(&mut self, data_type: DataType, id: u32) -> Result<(), SinkError> {
+        let Some(DecoderSlot::Ready(decoder)) = self.decoders.get_mut(&(data_type, id)) else {
+            return Ok(());
+        };
+        let (decoded, mut rejected) = decoder.flush().map_err(|message| SinkError::Decode {
+            data_type: data_type.table_name(),
+            message,
+        })?;
+        if let Some(decoded) = decoded {
+            let now = chrono::Utc::now();
+            let window = TimeWindow {
+                min_micros: self.min_timestamp_micros,
+                max_micros: (now + self.max_clock_skew).timestamp_micros(),
+            };
+            let violations = validate(data_type, &decoded, window);
+            let layout = &self.layouts[&data_type];
+            let (batch, invalid) = shape(layout, decoded, violations, now.timestamp_micros())
+                .map_err(|e| SinkError::Decode {
+                    data_type: data_type.table_name(),
+                    message: e.to_string(),
+                })?;
+            rejected.extend(invalid);
+            if let Some(batch) = batch {
+                self.buffer.add(data_type, batch);
+            }
+        }
+        for r in rejected {
+            self.summary.dead_letters += 1;
+            self.dead_letters.send(r, &self.metrics);
+        }
+        Ok(())
+    }
+
+    fn flush_decoders(&mut self) -> Result<(), SinkError> {
+        let keys: Vec<(DataType, u32)> = self
+            .decoders
+            .iter()
+            .filter(|(_, slot)| matches!(slot, DecoderSlot::Ready(d) if d.pending_rows() > 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for (dt, id) in keys {
+            self.flush_decoder(dt, id)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the buffer into a job for the committer, if there is anything to record.
+    fn seal(&mut self, reason: SealReason) -> Result<(), SinkError> {
+        self.flush_decoders()?;
+        if !self.buffer.has_progress() {
+            return Ok(());
+        }
+        let topics = &self.topics;
+        let job = self.buffer.seal(
+            |tp| {
+                topics
+                    .get(&tp.topic)
+                    .map_or(DataType::Trades, |i| i.data_type)
+            },
+            &mut self.partitions,
+        );
+        let id = self.next_job;
+        self.next_job += 1;
+        tracing::debug!(
+            job = id,
+            reason = reason.as_str(),
+            records = job.records,
+            "sealed"
+        );
+        let dead_letters = self.dead_letters.take_pending();
+        self.jobs
+            .send((id, job, dead_letters))
+            .map_err(|_| SinkError::Setup("the committer task ended".into()))?;
+        self.in_flight = Some(id);
+        Ok(())
+    }
+
+    fn handle_results(&mut self) -> Result<(), SinkError> {
+        let outcome = match self.results.try_recv() {
+            Ok(r) => r?,
+            Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                return Err(SinkError::Setup("the committer task ended".into()));
+            }
+        };
+        self.in_flight = None;
+        self.summary.commits += 1;
+        let mut acknowledge = TopicPartitionList::new();
+        let mut fenced = Vec::new();
+        for table in &outcome.tables {
+            self.summary.records_committed += table.records as u64;
+            for (tp, range, result) in &table.partitions {
+                let current = self
+                    .partitions
+                    .get(tp)
+                    .is_some_and(|s| s.epoch == range.epoch);
+                if !current {
+                    continue;
+                }
+                match result {
+                    RangeOutcome::Committed => {
+                        let _ = acknowledge.add_partition_offset(
+                            &tp.topic,
+                            tp.partition,
+                            Offset::Offset(range.end),
+                        );
+                    }
+                    RangeOutcome::Fenced { recorded } => fenced.push((tp.clone(), *recorded)),
+                }
+            }
+        }
+        if acknowledge.count() > 0 {
+            self.acknowledge(&acknowledge, CommitMode::Async);
+        }
+        for (tp, recorded) in fenced {
+            self.reseek(&tp, recorded)?;
+        }
+        Ok(())
+    }
+
+    /// Commits offsets to the consumer group so lag tools see progress. The table already
+    /// holds them; a failure here loses nothing.
+    fn acknowledge(&self, tpl: &TopicPartitionList, mode: CommitMode) {
+        match self.consumer.commit(tpl, mode) {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "committing offsets to the consumer group failed"),
+        }
+    }
+
+    /// Another writer advanced `tp`: drop what is buffered for it and read on from what the
+    /// table recorded.
+    fn reseek(&mut self, tp: &TopicPartition, recorded: Option<i64>) -> Result<(), SinkError> {
+        self.flush_decoders()?;
+        self.buffer.drop_partitions(&HashSet::from([tp.clone()]));
+        let epoch = self.new_epoch();
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return Ok(());
+        };
+        state.epoch = epoch;
+        state.expected_recorded = recorded;
+        state.next_offset = recorded;
+        let offset = recorded.map_or(Offset::Beginning, Offset::Offset);
+        tracing::warn!(partition = %tp, ?offset, "re-reading partition from the table's offset");
+        self.consumer
+            .seek(&tp.topic, tp.partition, offset, Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    fn new_epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    fn handle_rebalances(&mut self) -> Result<(), SinkError> {
+        for event in self.consumer.context().take_events() {
+            match event {
+                RebalanceEvent::Revoked(revoked) => {
+                    // Rows of revoked partitions are dropped: the new owner re-reads them
+                    // from the table's offsets. A job already with the committer may still
+                    // land; the new owner's offset check then fences its duplicate.
+                    self.flush_decoders()?;
+                    let set: HashSet<TopicPartition> = revoked.into_iter().collect();
+                    self.buffer.drop_partitions(&set);
+                    for tp in &set {
+                        self.partitions.remove(tp);
+                    }
+                }
+                RebalanceEvent::Assigned(assigned) => {
+                    self.assigned_once = true;
+                    let mut tpl = TopicPartitionList::new();
+                    for a in assigned {
+                        let epoch = self.new_epoch();
+                        tpl.add_partition(&a.tp.topic, a.tp.partition);
+                        self.partitions.insert(
+                            a.tp,
+                            PartitionState {
+                                expected_recorded: a.recorded,
+                                epoch,
+                                next_offset: a.recorded,
+                            },
+                        );
+                    }
+                    if self.paused && tpl.count() > 0 {
+                        let _ = self.consumer.pause(&tpl);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        if self.paused == paused {
+            return;
+        }
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let result = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, paused, "changing the pause state failed");
+        }
+        self.paused = paused;
+        self.metrics.paused.set(i64::from(paused));
+    }
+
+    /// `--once`: every assigned partition has been read up to its high watermark at start.
+    fn caught_up(&self) -> bool {
+        let Some(watermarks) = &self.watermarks else {
+            return false;
+        };
+        if !self.assigned_once {
+            return false;
+        }
+        let position = self.consumer.position().unwrap_or_default();
+        self.partitions.iter().all(|(tp, state)| {
+            let high = watermarks.get(tp).copied().unwrap_or(0);
+            let fetched = match position
+                .find_partition(&tp.topic, tp.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            high == 0 || state.next_offset.unwrap_or(0).max(fetched) >= high
+        })
+    }
+}
+
+/// The configured subscription narrowed by command-line filters; `None` if they exclude
+/// everything the configuration allows.
+pub fn narrow(
+    base: &k2_common::subscription::SubscriptionFilter,
+    exchanges: &[String],
+    asset_classes: &[String],
+    data_types: &[DataType],
+) -> Option<k2_common::subscription::SubscriptionFilter> {
+    fn intersect<T: Ord + Clone>(
+        base: &std::collections::BTreeSet<T>,
+        narrow: &[T],
+    ) -> Option<std::collections::BTreeSet<T>> {
+        if narrow.is_empty() {
+            Some(base.clone())
+        } else if base.is_empty() {
+            Some(narrow.iter().cloned().collect())
+        } else {
+            let both: std::collections::BTreeSet<T> = narrow
+                .iter()
+                .filter(|x| base.contains(x))
+                .cloned()
+                .collect();
+            (!both.is_empty()).then_some(both)
+        }
+    }
+    let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
+    Some(k2_common::subscription::SubscriptionFilter {
+        exchanges: intersect(&base.exchanges, &lower(exchanges))?,
+        asset_classes: intersect(&base.asset_classes, &lower(asset_classes))?,
+        data_types: intersect(&base.data_types, data_types)?,
+    })
+}

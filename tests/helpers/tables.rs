@@ -1,0 +1,141 @@
+//! Reading what the sink wrote, with iceberg-rust directly (not K2's query module), so the
+//! checks do not depend on K2's own reading code.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::Int64Type;
+use futures::TryStreamExt;
+use iceberg::{Catalog, NamespaceIdent, TableIdent};
+
+use crate::TestEnv;
+
+/// The rows of one table, as a list of batches, at its current snapshot.
+pub struct Scanned {
+    pub batches: Vec<RecordBatch>,
+    /// Data file paths of the current snapshot.
+    pub files: Vec<String>,
+    pub snapshots: Vec<BTreeMap<String, String>>,
+}
+
+impl Scanned {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// `(kafka_topic, kafka_partition, kafka_offset)` of every row, in scan order.
+    pub fn lineage(&self) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::with_capacity(self.rows());
+        for b in &self.batches {
+            let t = b["kafka_topic"].as_string::<i32>();
+            let p = b["kafka_partition"]
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .unwrap();
+            let o = b["kafka_offset"].as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                out.push((t.value(i).to_string(), p.value(i), o.value(i)));
+            }
+        }
+        out
+    }
+}
+
+pub async fn catalog(env: &TestEnv) -> Arc<dyn Catalog> {
+    k2_common::catalog::connect(&env.k2_config())
+        .await
+        .expect("catalog")
+}
+
+/// Scans `market_data.<table>`; an absent table scans as empty.
+pub async fn scan(env: &TestEnv, table: &str) -> Scanned {
+    let catalog = catalog(env).await;
+    let ident = TableIdent::new(NamespaceIdent::new("market_data".into()), table.into());
+    let Ok(table) = catalog.load_table(&ident).await else {
+        return Scanned {
+            batches: Vec::new(),
+            files: Vec::new(),
+            snapshots: Vec::new(),
+        };
+    };
+    let snapshots = table
+        .metadata()
+        .snapshots()
+        .map(|s| {
+            s.summary()
+                .additional_properties
+                .clone()
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    if table.metadata().current_snapshot().is_none() {
+        return Scanned {
+            batches: Vec::new(),
+            files: Vec::new(),
+            snapshots,
+        };
+    }
+    let scan = table.scan().select_all().build().expect("scan");
+    let files = scan
+        .plan_files()
+        .await
+        .expect("plan")
+        .map_ok(|t| t.data_file_path.clone())
+        .try_collect()
+        .await
+        .expect("files");
+    let batches = scan
+        .to_arrow()
+        .await
+        .expect("to_arrow")
+        .try_collect()
+        .await
+        .expect("batches");
+    Scanned {
+        batches,
+        files,
+        snapshots,
+    }
+}
+
+/// Reads one Parquet data file from the local warehouse.
+pub fn read_data_file(path: &str) -> Vec<RecordBatch> {
+    let local = path.strip_prefix("file://").unwrap_or(path);
+    let file = std::fs::File::open(local).unwrap_or_else(|e| panic!("open {local}: {e}"));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("batches")
+}
+
+/// Column accessors for assertions.
+pub fn strings<'a>(b: &'a RecordBatch, name: &str) -> &'a StringArray {
+    b[name].as_string::<i32>()
+}
+
+pub fn decimals<'a>(b: &'a RecordBatch, name: &str) -> &'a Decimal128Array {
+    b[name].as_any().downcast_ref::<Decimal128Array>().unwrap()
+}
+
+pub fn longs<'a>(b: &'a RecordBatch, name: &str) -> &'a Int64Array {
+    b[name].as_any().downcast_ref::<Int64Array>().unwrap()
+}
+
+pub fn timestamps<'a>(b: &'a RecordBatch, name: &str) -> &'a TimestampMicrosecondArray {
+    b[name]
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap()
+}
+
+/// `Some(value)` of a nullable decimal column.
+pub fn opt_decimal(a: &Decimal128Array, i: usize) -> Option<i128> {
+    a.is_valid(i).then(|| a.value(i))
+}
