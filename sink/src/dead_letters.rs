@@ -42,7 +42,10 @@ impl DeadLetters {
         topic: &str,
     ) -> Result<Self, DeadLetterError> {
         let mut cc = ClientConfig::new();
-        for (k, v) in client_properties {
+        for (k, v) in client_properties
+            .iter()
+            .filter(|(k, _)| !is_consumer_only(k))
+        {
             cc.set(k, v);
         }
         // A dead letter must not be lost or reordered by retries.
@@ -152,6 +155,24 @@ impl PendingDeadLetters {
     }
 }
 
+/// `kafka.properties` serve the consumer and this producer; consumer-only ones would
+/// only make librdkafka warn here.
+fn is_consumer_only(key: &str) -> bool {
+    const PREFIXES: [&str; 10] = [
+        "group.",
+        "session.timeout",
+        "heartbeat.",
+        "auto.",
+        "enable.auto.",
+        "fetch.",
+        "max.poll.",
+        "isolation.level",
+        "partition.assignment",
+        "queued.",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 fn enqueue(producer: &FutureProducer, topic: &str, r: &Rejected) -> DeliveryFuture {
     let partition = r.source.partition.to_string();
     let offset = r.source.offset.to_string();
@@ -164,9 +185,10 @@ fn enqueue(producer: &FutureProducer, topic: &str, r: &Rejected) -> DeliveryFutu
         .insert(header(HEADER_ERROR_MESSAGE, &r.message))
         .insert(header(HEADER_SINK_VERSION, k2_common::VERSION))
         .insert(header(HEADER_TIMESTAMP, &now));
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-        .payload(&r.value)
-        .headers(headers);
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+    if let Some(v) = &r.value {
+        record = record.payload(v);
+    }
     if let Some(k) = &r.key {
         record = record.key(k);
     }

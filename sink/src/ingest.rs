@@ -362,7 +362,7 @@ impl Sink {
         let id = match schema_id(value) {
             Ok(id) => id,
             Err((kind, message)) => {
-                self.reject(&rec, kind.as_str(), message);
+                self.reject(&rec, value.is_some(), kind.as_str(), message);
                 return Ok(());
             }
         };
@@ -374,7 +374,12 @@ impl Sink {
                 }
                 None => {
                     let message = format!("schema id {id} is not known to the schema source");
-                    self.reject(&rec, DecodeErrorKind::UnknownSchemaId.as_str(), message);
+                    self.reject(
+                        &rec,
+                        value.is_some(),
+                        DecodeErrorKind::UnknownSchemaId.as_str(),
+                        message,
+                    );
                     return Ok(());
                 }
             }
@@ -387,13 +392,23 @@ impl Sink {
             DecoderSlot::Incompatible(why) => {
                 let message =
                     format!("writer schema {id} cannot be read as the table's schema: {why}");
-                self.reject(&rec, DecodeErrorKind::IncompatibleSchema.as_str(), message);
+                self.reject(
+                    &rec,
+                    value.is_some(),
+                    DecodeErrorKind::IncompatibleSchema.as_str(),
+                    message,
+                );
                 return Ok(());
             }
             DecoderSlot::Ready(decoder) => match decoder.push(&rec) {
                 Ok(()) => decoder.is_full(),
                 Err(message) => {
-                    self.reject(&rec, DecodeErrorKind::Undecodable.as_str(), message);
+                    self.reject(
+                        &rec,
+                        value.is_some(),
+                        DecodeErrorKind::Undecodable.as_str(),
+                        message,
+                    );
                     return Ok(());
                 }
             },
@@ -437,8 +452,14 @@ impl Sink {
         )
     }
 
-    fn reject(&mut self, rec: &RawRecord<'_>, kind: &'static str, message: String) {
-        let rejected = Rejected::raw(rec, kind, message);
+    fn reject(
+        &mut self,
+        rec: &RawRecord<'_>,
+        has_value: bool,
+        kind: &'static str,
+        message: String,
+    ) {
+        let rejected = Rejected::raw(rec, has_value, kind, message);
         self.summary.dead_letters += 1;
         self.dead_letters.send(rejected, &self.metrics);
     }
@@ -653,7 +674,9 @@ impl Sink {
         self.metrics.paused.set(i64::from(paused));
     }
 
-    /// `--once`: every assigned partition has been read up to its high watermark at start.
+    /// `--once`: every partition that had records at start has been read up to its high
+    /// watermark by this sink. A partition another member still holds (a killed sink the
+    /// coordinator has not expired yet) is not caught up: `--once` waits for it.
     fn caught_up(&self) -> bool {
         let Some(watermarks) = &self.watermarks else {
             return false;
@@ -662,8 +685,13 @@ impl Sink {
             return false;
         }
         let position = self.consumer.position().unwrap_or_default();
-        self.partitions.iter().all(|(tp, state)| {
-            let high = watermarks.get(tp).copied().unwrap_or(0);
+        watermarks.iter().all(|(tp, &high)| {
+            if high == 0 {
+                return true;
+            }
+            let Some(state) = self.partitions.get(tp) else {
+                return false;
+            };
             let fetched = match position
                 .find_partition(&tp.topic, tp.partition)
                 .map(|e| e.offset())
@@ -671,7 +699,7 @@ impl Sink {
                 Some(Offset::Offset(o)) => o,
                 _ => 0,
             };
-            high == 0 || state.next_offset.unwrap_or(0).max(fetched) >= high
+            state.next_offset.unwrap_or(0).max(fetched) >= high
         })
     }
 }

@@ -233,7 +233,9 @@ impl Metrics {
     /// Serves `/metrics` until the process ends.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(%addr, "metrics endpoint listening");
+        // The bound address, which differs from `addr` when that asked for port 0.
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, "metrics endpoint listening");
         let app = axum::Router::new()
             .route(
                 "/metrics",

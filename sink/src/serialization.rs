@@ -196,7 +196,8 @@ pub struct RawRecord<'a> {
 pub struct Rejected {
     pub source: RowSource,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// `None` for a record without a value (a tombstone).
+    pub value: Option<Vec<u8>>,
     /// Error kind, e.g. `undecodable_body` or `invalid_price`.
     pub kind: &'static str,
     pub message: String,
@@ -204,7 +205,8 @@ pub struct Rejected {
 
 impl Rejected {
     /// A record rejected before decoding (bad header, unknown or incompatible schema).
-    pub fn raw(rec: &RawRecord<'_>, kind: &'static str, message: String) -> Self {
+    /// `has_value` is false for a record that had no value at all.
+    pub fn raw(rec: &RawRecord<'_>, has_value: bool, kind: &'static str, message: String) -> Self {
         Rejected {
             source: RowSource {
                 topic: rec.topic.clone(),
@@ -215,7 +217,7 @@ impl Rejected {
                 value: (0, 0),
             },
             key: rec.key.map(<[u8]>::to_vec),
-            value: rec.value.to_vec(),
+            value: has_value.then(|| rec.value.to_vec()),
             kind,
             message,
         }
@@ -366,7 +368,7 @@ impl SchemaDecoder {
                     rejected.push(Rejected {
                         source: row.clone(),
                         key: rec.key.map(<[u8]>::to_vec),
-                        value: rec.value.to_vec(),
+                        value: Some(rec.value.to_vec()),
                         kind: DecodeErrorKind::Undecodable.as_str(),
                         message,
                     });

@@ -216,7 +216,7 @@ pub fn shape(
         rejected.push(Rejected {
             source: src.clone(),
             key: sources.key(src).map(<[u8]>::to_vec),
-            value: sources.value(src).to_vec(),
+            value: Some(sources.value(src).to_vec()),
             kind: v.rule.as_str(),
             message: v.message,
         });
