@@ -836,3 +836,205 @@ fn two_sinks_in_one_group_one_joining_one_killed() {
         "the second sink committed"
     );
 }
+
+/// A producer switches to a newer schema (an added defaulted field) mid-stream: the
+/// running sink evolves the table without a restart; earlier rows read null.
+#[test]
+fn newer_writer_schema_mid_stream_evolves_the_table_without_restart() {
+    use apache_avro::types::Value;
+    use arrow::array::Array;
+    use k2_common::records::WireEncoder;
+    use k2_common::topic::DataType;
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    let mut v2: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/trade.avsc")).unwrap();
+    v2["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "trade_id",
+            "type": ["null", "string"],
+            "default": null,
+            "doc": "Exchange-assigned trade id (added in v2)"
+        }));
+    let v2_path = env.dir.path().join("trade-v2.avsc");
+    std::fs::write(&v2_path, v2.to_string()).unwrap();
+    env.var(
+        "K2_SCHEMAS__IDS",
+        &format!("{{4=\"{}\"}}", v2_path.display()),
+    )
+    .var("K2_SINK__COMMIT__INTERVAL", "500ms");
+    env.create_topics();
+    let rt = runtime();
+    let feed = Feed::new();
+    let topic = env.topic(&env.asx, "trades");
+    let v2_encoder = WireEncoder::with_schema(
+        DataType::Trades,
+        apache_avro::Schema::parse_str(&v2.to_string()).unwrap(),
+        4,
+    );
+
+    let log = "sink.log";
+    let mut child = env.spawn("k2-sink", &[], log);
+    wait_for_assignment(&env, log, &mut child);
+    let old: Vec<Raw> = feed::trades(&topic, &env.asx, "equities", &ASX_SYMBOLS, 1, 300)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let mut keys_v1: BTreeSet<Key> = produce(&rt, &feed, &old).into_iter().collect();
+    // Let some of the old ones commit first, so both old files and old buffers exist.
+    std::thread::sleep(Duration::from_secs(2));
+    let new: Vec<Raw> = (1000..1300)
+        .map(|seq| {
+            let t = feed::trade(&env.asx, "equities", "BHP", seq);
+            let Value::Record(mut fields) = t.to_avro() else {
+                unreachable!()
+            };
+            fields.push((
+                "trade_id".into(),
+                Value::Union(1, Box::new(Value::String(format!("T{seq}")))),
+            ));
+            Raw {
+                topic: topic.clone(),
+                key: Some(b"BHP".to_vec()),
+                value: Some(v2_encoder.encode(Value::Record(fields)).unwrap()),
+            }
+        })
+        .collect();
+    let keys_v2: BTreeSet<Key> = produce(&rt, &feed, &new).into_iter().collect();
+    let again: Vec<Raw> = feed::trades(&topic, &env.asx, "equities", &ASX_SYMBOLS, 2000, 100)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    keys_v1.extend(produce(&rt, &feed, &again));
+
+    let address = metrics_address(&env, log);
+    let total = (keys_v1.len() + keys_v2.len()) as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while scrape_counter(&address, "k2_records_written_total") < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not written:\n{}",
+            env.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let text = env.log(log);
+    assert_eq!(text.matches("sink started").count(), 1, "no restart");
+    assert!(text.contains("table schema evolved"), "{text}");
+
+    let scanned = rt_scan(&env, "trades");
+    let all: BTreeSet<Key> = keys_v1.union(&keys_v2).cloned().collect();
+    assert_exactly_once(&scanned, &all, "across the schema change");
+    let lineage = scanned.lineage();
+    let mut i = 0;
+    for b in &scanned.batches {
+        let trade_id = tables::strings(b, "trade_id");
+        for r in 0..b.num_rows() {
+            let key = &lineage[i];
+            if keys_v2.contains(key) {
+                assert!(
+                    trade_id.is_valid(r) && trade_id.value(r).starts_with('T'),
+                    "{key:?}"
+                );
+            } else {
+                assert!(trade_id.is_null(r), "old row {key:?} reads null");
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Gauge value scraped from the metrics endpoint (`None` if unreachable or absent).
+fn scrape_gauge(address: &str, name: &str) -> Option<i64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The catalog becomes unavailable (its SQLite database exclusively locked by another
+/// process) while records keep arriving: the sink retries with backoff, pauses
+/// consumption once its buffer is full instead of growing it, and after the outage
+/// everything lands exactly once.
+#[test]
+fn catalog_outage_retries_pauses_and_loses_nothing() {
+    ensure_services();
+    let mut env = crash_env();
+    env.var("K2_SINK__COMMIT__MAX_RECORDS", "2000");
+    let background = BackgroundFeed::start(&env, 1_000);
+    let log = "sink.log";
+    let mut child = env.spawn("k2-sink", &[], log);
+    wait_for_assignment(&env, log, &mut child);
+    let address = metrics_address(&env, log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while scrape_counter(&address, "k2_records_written_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commit:\n{}",
+            env.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Another process holds the catalog database exclusively for 12 s.
+    let db = env.dir.path().join("state/catalog.db");
+    let mut locker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\n\
+             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\ntime.sleep(12)\n\
+             c.execute('COMMIT')",
+            db.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(locker.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let mut max_buffered = 0;
+    let mut paused_seen = false;
+    while locker.try_wait().unwrap().is_none() {
+        max_buffered = max_buffered.max(scrape_gauge(&address, "k2_buffered_records").unwrap_or(0));
+        paused_seen |= scrape_gauge(&address, "k2_consumption_paused") == Some(1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let expected = background.finish();
+    let text = env.log(log);
+    assert!(text.contains("failed; retrying"), "retries logged:\n{text}");
+    assert!(paused_seen, "consumption paused during the outage:\n{text}");
+    // The buffer stops near its limit: one commit's worth plus one poll batch per stage.
+    assert!(
+        max_buffered <= 2_000 + 3 * 8_192,
+        "buffer grew to {max_buffered}"
+    );
+
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    assert!(status.success(), "{status}:\n{}", env.log(log));
+    env.sink_once(&[], Duration::from_secs(300));
+    let t = rt_scan(&env, "trades");
+    let q = rt_scan(&env, "quotes");
+    let all = Scanned {
+        batches: t.batches.into_iter().chain(q.batches).collect(),
+        files: Vec::new(),
+        snapshots: Vec::new(),
+    };
+    assert_exactly_once(&all, &expected, "after the catalog outage");
+}

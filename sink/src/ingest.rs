@@ -91,6 +91,7 @@ type JobMessage = (u64, CommitJob, PendingDeadLetters);
 /// Everything the poll loop owns.
 pub struct Sink {
     consumer: Arc<SinkConsumer>,
+    catalog: Arc<dyn Catalog>,
     runtime: tokio::runtime::Handle,
     metrics: Metrics,
     policy: CommitPolicy,
@@ -181,7 +182,7 @@ impl Sink {
 
         let client_properties = config.kafka.client_properties();
         let dead_letters = DeadLetters::new(&client_properties, &config.sink.dead_letter_topic)?;
-        let context = SinkContext::new(runtime.clone(), catalog, metrics.clone());
+        let context = SinkContext::new(runtime.clone(), catalog.clone(), metrics.clone());
         let topic_names: Vec<String> = topics.iter().map(ToString::to_string).collect();
         let consumer = consumer::subscribe(
             consumer::consumer_config(&client_properties, &config.kafka.group_id),
@@ -214,6 +215,7 @@ impl Sink {
         tracing::info!(%writer_id, topics = topic_names.len(), group = %config.kafka.group_id, "sink started");
         Ok(Sink {
             consumer: Arc::new(consumer),
+            catalog,
             runtime,
             metrics,
             policy: config.sink.commit.clone(),
@@ -367,7 +369,7 @@ impl Sink {
             }
         };
         if !self.decoders.contains_key(&(data_type, id)) {
-            let slot = self.new_decoder(data_type, id);
+            let slot = self.new_decoder(data_type, id)?;
             match slot {
                 Some(slot) => {
                     self.decoders.insert((data_type, id), slot);
@@ -421,35 +423,105 @@ impl Sink {
 
     /// A decoder for this writer schema id, `None` if the id is unknown. Blocks while the
     /// registry is unreachable: skipping ahead would lose the record's place.
-    fn new_decoder(&mut self, data_type: DataType, id: u32) -> Option<DecoderSlot> {
+    fn new_decoder(
+        &mut self,
+        data_type: DataType,
+        id: u32,
+    ) -> Result<Option<DecoderSlot>, SinkError> {
+        let Some(writer) = self.writer_schema(id) else {
+            return Ok(None);
+        };
+        if let Some(refused) = self.evolve(data_type, id, &writer)? {
+            return Ok(Some(refused));
+        }
+        Ok(Some(self.build_decoder(data_type, id, &writer)))
+    }
+
+    fn writer_schema(&mut self, id: u32) -> Option<Arc<str>> {
         let mut delays = k2_common::retry::delays();
-        let writer = loop {
+        loop {
             match self.runtime.block_on(self.writer_schemas.get(id)) {
-                Ok(w) => break w?,
+                Ok(w) => return w,
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(schema_id = id, error = %e, retry_in = ?delay, "schema registry lookup failed; retrying");
                     std::thread::sleep(delay);
                 }
             }
-        };
+        }
+    }
+
+    fn build_decoder(&self, data_type: DataType, id: u32, writer: &str) -> DecoderSlot {
         let reader = &self.reader_schemas[&data_type];
-        Some(
-            match SchemaDecoder::new(id, &writer, reader, DECODE_BATCH_ROWS) {
-                Ok(d) => {
-                    tracing::info!(
-                        schema_id = id,
-                        table = data_type.table_name(),
-                        "new writer schema"
-                    );
-                    DecoderSlot::Ready(Box::new(d))
-                }
-                Err(why) => {
-                    tracing::error!(schema_id = id, table = data_type.table_name(), error = %why, "writer schema incompatible with the table");
-                    DecoderSlot::Incompatible(why)
-                }
-            },
-        )
+        match SchemaDecoder::new(id, writer, reader, DECODE_BATCH_ROWS) {
+            Ok(d) => {
+                tracing::info!(
+                    schema_id = id,
+                    table = data_type.table_name(),
+                    "new writer schema"
+                );
+                DecoderSlot::Ready(Box::new(d))
+            }
+            Err(why) => {
+                tracing::error!(schema_id = id, table = data_type.table_name(), error = %why, "writer schema incompatible with the table");
+                DecoderSlot::Incompatible(why)
+            }
+        }
+    }
+
+    /// A writer schema with fields the current reader schema lacks is a newer version of
+    /// the data type's schema. If it can read everything written before (BACKWARD), the
+    /// table gains the new fields as optional columns (rows written earlier read null),
+    /// it becomes the reader schema, and every decoder of the data type is rebuilt: no
+    /// restart. Otherwise its records are refused (the returned slot).
+    fn evolve(
+        &mut self,
+        data_type: DataType,
+        id: u32,
+        writer: &str,
+    ) -> Result<Option<DecoderSlot>, SinkError> {
+        let reader = self.reader_schemas[&data_type].clone();
+        let added = added_fields(&reader, writer);
+        if added.is_empty() {
+            return Ok(None);
+        }
+        if let Err(e) =
+            k2_common::schema::check_backward("the table's current schema", &reader, writer)
+        {
+            let why = format!("adds fields {added:?} but cannot read earlier records: {e}");
+            tracing::error!(schema_id = id, table = data_type.table_name(), error = %why, "writer schema refused");
+            return Ok(Some(DecoderSlot::Incompatible(why)));
+        }
+        let avro = match apache_avro::Schema::parse_str(writer) {
+            Ok(a) => a,
+            Err(e) => return Ok(Some(DecoderSlot::Incompatible(e.to_string()))),
+        };
+        tracing::info!(schema_id = id, table = data_type.table_name(), fields = ?added, "newer writer schema: evolving the table");
+        // Rows decoded so far go to the buffer in the old layout; the writer pads them.
+        self.flush_decoders()?;
+        let table = self.runtime.block_on(crate::table::evolve_table(
+            self.catalog.as_ref(),
+            data_type,
+            &avro,
+        ))?;
+        self.layouts.insert(
+            data_type,
+            TableLayout::from_schema(data_type, table.metadata().current_schema().clone())?,
+        );
+        self.reader_schemas.insert(data_type, writer.to_string());
+        let ids: Vec<u32> = self
+            .decoders
+            .keys()
+            .filter(|(dt, _)| *dt == data_type)
+            .map(|(_, id)| *id)
+            .collect();
+        for other in ids {
+            if let Some(w) = self.writer_schema(other) {
+                let slot = self.build_decoder(data_type, other, &w);
+                self.decoders.insert((data_type, other), slot);
+            }
+        }
+        Ok(None)
     }
 
     fn reject(
@@ -702,6 +774,27 @@ impl Sink {
             state.next_offset.unwrap_or(0).max(fetched) >= high
         })
     }
+}
+
+/// Names of top-level fields in `writer` that `reader` does not have.
+fn added_fields(reader: &str, writer: &str) -> Vec<String> {
+    let names = |text: &str| -> Vec<String> {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| {
+                v["fields"].as_array().map(|fs| {
+                    fs.iter()
+                        .filter_map(|f| f["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    };
+    let known = names(reader);
+    names(writer)
+        .into_iter()
+        .filter(|n| !known.contains(n))
+        .collect()
 }
 
 /// The configured subscription narrowed by command-line filters; `None` if they exclude

@@ -11,6 +11,7 @@ use iceberg::spec::{
     NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder,
     TableProperties, Transform, Type, UnboundPartitionSpec,
 };
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
 use k2_common::catalog::NAMESPACE;
@@ -292,5 +293,63 @@ pub async fn ensure_table(
             .load_table(&layout.ident)
             .await
             .map_err(|_| catalog_err(format!("create table {}", layout.ident))(e)),
+    }
+}
+
+/// Adds to the table, as optional columns, every field of `avro` (a newer writer schema of
+/// its data type) that the table lacks. Idempotent, and safe against a concurrent
+/// evolution by another sink: a conflict reloads and re-checks. Returns the table as it
+/// is afterwards.
+pub async fn evolve_table(
+    catalog: &dyn Catalog,
+    data_type: DataType,
+    avro: &AvroSchema,
+) -> Result<iceberg::table::Table, TableError> {
+    let table_name = data_type.table_name();
+    let AvroSchema::Record(record) = avro else {
+        return Err(TableError::NotARecord(table_name.to_string()));
+    };
+    let ident = table_ident(data_type);
+    let mut conflicts = 0;
+    loop {
+        let table = catalog
+            .load_table(&ident)
+            .await
+            .map_err(catalog_err(format!("load {ident}")))?;
+        let current = table.metadata().current_schema().clone();
+        let mut added = Vec::new();
+        for f in &record.fields {
+            if current.field_by_name(&f.name).is_none() {
+                let (ty, _) = iceberg_type(table_name, &f.name, &f.schema)?;
+                added.push(AddColumn::optional(&f.name, Type::Primitive(ty)));
+            }
+        }
+        if added.is_empty() {
+            return Ok(table);
+        }
+        let names: Vec<String> = record
+            .fields
+            .iter()
+            .filter(|f| current.field_by_name(&f.name).is_none())
+            .map(|f| f.name.clone())
+            .collect();
+        let tx = Transaction::new(&table);
+        let mut update = tx.update_schema();
+        for column in added {
+            update = update.add_column(column);
+        }
+        let tx = update
+            .apply(tx)
+            .map_err(catalog_err(format!("evolve {ident}")))?;
+        match tx.commit(catalog).await {
+            Ok(t) => {
+                tracing::info!(table = %ident, columns = ?names, "table schema evolved");
+                return Ok(t);
+            }
+            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts && conflicts < 10 => {
+                conflicts += 1;
+            }
+            Err(e) => return Err(catalog_err(format!("evolve {ident}"))(e)),
+        }
     }
 }

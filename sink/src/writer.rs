@@ -55,6 +55,23 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::DataInvalid, msg.into())
 }
 
+/// `batch` in `schema`: columns matched by name, absent ones null.
+fn adapt(batch: &RecordBatch, schema: &arrow_schema::SchemaRef) -> Result<RecordBatch, Error> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| invalid(e.to_string())),
+            None => Ok(arrow_array::new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| invalid(e.to_string()))
+}
+
 /// Sorts `batches` and writes them as data files of `table`. `file_prefix` makes file
 /// names unique per job and attempt.
 pub async fn write_data_files(
@@ -66,8 +83,17 @@ pub async fn write_data_files(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let schema = batches[0].schema();
-    let all = concat_batches(&schema, batches).map_err(|e| invalid(e.to_string()))?;
+    // Batches read before a schema evolution lack the new columns: write every batch in
+    // the table's current schema, the missing columns null.
+    let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
+        table.metadata().current_schema(),
+    )?);
+    let adapted = batches
+        .iter()
+        .map(|b| adapt(b, &schema))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all = concat_batches(&schema, &adapted).map_err(|e| invalid(e.to_string()))?;
+    drop(adapted);
     if all.num_rows() == 0 {
         return Ok(Vec::new());
     }
