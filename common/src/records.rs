@@ -114,6 +114,63 @@ pub struct Quote {
     pub venue: Option<String>,
 }
 
+/// Instrument metadata (the `reference_data` schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceData {
+    pub symbol: String,
+    pub company_id: Option<i64>,
+    pub exchange: String,
+    pub asset_class: String,
+    /// When this version of the metadata became valid, microseconds UTC.
+    pub exchange_timestamp: i64,
+    pub name: String,
+    pub isin: Option<String>,
+    pub currency: Option<String>,
+    pub base_asset: Option<String>,
+    pub quote_asset: Option<String>,
+    pub tick_size: Option<Dec8>,
+    pub lot_size: Option<Dec8>,
+    /// Days since 1970-01-01.
+    pub listing_date: Option<i32>,
+    pub delisting_date: Option<i32>,
+    pub contract_type: Option<String>,
+    pub settlement_currency: Option<String>,
+    pub ingestion_timestamp: i64,
+}
+
+impl ReferenceData {
+    pub fn to_avro(&self) -> Value {
+        record(vec![
+            ("symbol", string(&self.symbol)),
+            ("company_id", opt(self.company_id, Value::Long)),
+            ("exchange", string(&self.exchange)),
+            ("asset_class", string(&self.asset_class)),
+            (
+                "exchange_timestamp",
+                Value::TimestampMicros(self.exchange_timestamp),
+            ),
+            ("name", string(&self.name)),
+            ("isin", opt(self.isin.as_deref(), string)),
+            ("currency", opt(self.currency.as_deref(), string)),
+            ("base_asset", opt(self.base_asset.as_deref(), string)),
+            ("quote_asset", opt(self.quote_asset.as_deref(), string)),
+            ("tick_size", opt(self.tick_size, Dec8::to_avro)),
+            ("lot_size", opt(self.lot_size, Dec8::to_avro)),
+            ("listing_date", opt(self.listing_date, Value::Date)),
+            ("delisting_date", opt(self.delisting_date, Value::Date)),
+            ("contract_type", opt(self.contract_type.as_deref(), string)),
+            (
+                "settlement_currency",
+                opt(self.settlement_currency.as_deref(), string),
+            ),
+            (
+                "ingestion_timestamp",
+                Value::TimestampMicros(self.ingestion_timestamp),
+            ),
+        ])
+    }
+}
+
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),

@@ -1,0 +1,313 @@
+//! `k2-feed`: produce synthetic or replayed market data.
+//!
+//! Exit codes: 0 done, 1 broker or registry failure, 2 bad configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use k2_common::config::{K2Config, TopicsConfig};
+use k2_common::schema::BuiltinSchema;
+use k2_common::subscription::{Subscription, SubscriptionFilter};
+use k2_common::topic::{DataType, TopicName};
+use k2_feed::asx::AsxReplay;
+use k2_feed::event::Event;
+use k2_feed::faults::{FaultPlan, Faults};
+use k2_feed::sender::{Pace, Pacer, SchemaIds, Sender};
+use k2_feed::synthetic::{ExchangeSpec, SyntheticMarket};
+
+#[derive(Parser)]
+#[command(
+    name = "k2-feed",
+    version,
+    about = "Produce exchange market data into Kafka"
+)]
+struct Cli {
+    /// Process configuration (same file as the sink).
+    #[arg(
+        long,
+        default_value = "config/k2.toml",
+        env = "K2_CONFIG",
+        global = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a realistic market for the exchanges in topics.yaml.
+    Synthetic(SyntheticArgs),
+    /// Replay the ASX sample CSV files (trades, quotes, reference data).
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct FaultArgs {
+    /// Skip one sequence number every N market records (a gap the sink must report).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    gap_every: u64,
+    /// Send every Nth market record twice (same sequence number).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    duplicate_every: u64,
+    /// After every Nth market record, a broken record (each kind the sink dead-letters, in turn).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    poison_every: u64,
+}
+
+#[derive(Args)]
+struct SyntheticArgs {
+    /// Symbols per exchange.
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    /// Records per second over all topics (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Total records over all topics (reference data included).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Run for this long, e.g. 30s, 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Only these exchanges (default: all in topics.yaml).
+    #[arg(long = "exchange")]
+    exchanges: Vec<String>,
+    /// Random seed (same seed, same market).
+    #[arg(long, default_value_t = 2014)]
+    seed: u64,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Directory with trades/, quotes/ and reference-data/ (see its FORMAT.md).
+    #[arg(long)]
+    asx_dir: PathBuf,
+    /// Exchange code to publish under (an equities exchange in topics.yaml).
+    #[arg(long, default_value = "asx")]
+    exchange: String,
+    /// Replay at this multiple of real time (default: as fast as possible).
+    #[arg(long)]
+    speed: Option<f64>,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match K2Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("k2-feed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let topics = match TopicsConfig::load(&config.topics_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("k2-feed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    k2_common::logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command, &config, &topics)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("k2-feed: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("k2-feed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+async fn run(command: Command, config: &K2Config, topics: &TopicsConfig) -> anyhow::Result<()> {
+    match command {
+        Command::Synthetic(args) => synthetic(args, config, topics).await,
+        Command::Replay(args) => replay(args, config, topics).await,
+    }
+}
+
+fn plan(f: &FaultArgs) -> FaultPlan {
+    FaultPlan {
+        gap_every: f.gap_every,
+        duplicate_every: f.duplicate_every,
+        poison_every: f.poison_every,
+    }
+}
+
+/// Writer schema ids: registered with the Schema Registry when one is configured (under
+/// each topic's subject), else the ids assigned in the config.
+async fn schema_ids(
+    config: &K2Config,
+    topics: &TopicsConfig,
+    names: &[TopicName],
+) -> anyhow::Result<SchemaIds> {
+    let mut ids = SchemaIds::new();
+    if let Some(registry) = &config.schema_registry {
+        let client = k2_common::registry::SchemaRegistryClient::new(registry);
+        for t in names {
+            let schema = BuiltinSchema::for_data_type(t.data_type());
+            let subject = topics.subject(t);
+            let id = client
+                .register(&subject, schema.text)
+                .await
+                .with_context(|| format!("registering {subject} at {}", client.url()))?;
+            ids.insert(t.data_type(), id);
+        }
+        return Ok(ids);
+    }
+    for (id, path) in config.schemas.ids() {
+        let file = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if let Some(dt) = DataType::ALL
+            .into_iter()
+            .find(|dt| BuiltinSchema::for_data_type(*dt).name == file)
+        {
+            ids.entry(dt).or_insert(id);
+        }
+    }
+    for t in names {
+        if !ids.contains_key(&t.data_type()) {
+            bail!(Usage(format!(
+                "no schema id for {} in schemas.ids of the config (and no schema_registry)",
+                t.data_type()
+            )));
+        }
+    }
+    Ok(ids)
+}
+
+async fn synthetic(
+    args: SyntheticArgs,
+    config: &K2Config,
+    topics: &TopicsConfig,
+) -> anyhow::Result<()> {
+    if args.count.is_none() && args.duration.is_none() {
+        bail!(Usage(
+            "give --count N or --duration D (or both: whichever comes first)".into()
+        ));
+    }
+    let filter = SubscriptionFilter {
+        exchanges: args
+            .exchanges
+            .iter()
+            .map(|e| e.to_ascii_lowercase())
+            .collect(),
+        data_types: DataType::ALL.into_iter().collect(),
+        ..Default::default()
+    };
+    let names = topics
+        .resolve(&Subscription::Filter(filter))
+        .map_err(|e| Usage(e.to_string()))?;
+    if names.is_empty() {
+        bail!(Usage(format!(
+            "no exchange {:?} in {}",
+            args.exchanges,
+            config.topics_file.display()
+        )));
+    }
+    let mut exchanges: Vec<ExchangeSpec> = names
+        .iter()
+        .map(|t| ExchangeSpec {
+            code: t.exchange().to_string(),
+            asset_class: t.asset_class().to_string(),
+        })
+        .collect();
+    exchanges.dedup_by(|a, b| a.code == b.code);
+    let ids = schema_ids(config, topics, &names).await?;
+    let mut market = SyntheticMarket::new(exchanges, args.symbols, args.seed);
+    let mut faults = Faults::new(plan(&args.faults));
+    let mut sender = Sender::new(&config.kafka.client_properties(), &names, &ids, args.count)?;
+    let pace = args.rate.map_or(Pace::Unlimited, Pace::Rate);
+    let mut pacer = Pacer::new(pace);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut batch = Vec::with_capacity(4);
+    'outer: loop {
+        if args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        batch.clear();
+        faults.apply(market.next_event(now), &mut batch);
+        for e in batch.drain(..) {
+            if args.count.is_some_and(|c| sent >= c) {
+                break 'outer;
+            }
+            pacer.wait(sent, None).await;
+            sender.send(e).await?;
+            sent += 1;
+        }
+    }
+    finish(sender, started, &faults).await
+}
+
+async fn replay(args: ReplayArgs, config: &K2Config, topics: &TopicsConfig) -> anyhow::Result<()> {
+    let Some((asset_class, _)) = topics.exchange(&args.exchange) else {
+        bail!(Usage(format!(
+            "exchange {:?} is not in {}",
+            args.exchange,
+            config.topics_file.display()
+        )));
+    };
+    let names: Vec<TopicName> = DataType::ALL
+        .into_iter()
+        .map(|dt| TopicName::new(asset_class, dt, &args.exchange))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Usage(e.to_string()))?;
+    let data = AsxReplay::load(&args.asx_dir, &args.exchange)?;
+    let total = data.events.len() as u64;
+    tracing::info!(
+        records = total,
+        companies = data.companies.len(),
+        "replaying the ASX sample"
+    );
+    let ids = schema_ids(config, topics, &names).await?;
+    let mut faults = Faults::new(plan(&args.faults));
+    let mut sender = Sender::new(&config.kafka.client_properties(), &names, &ids, Some(total))?;
+    let mut pacer = Pacer::new(args.speed.map_or(Pace::Unlimited, Pace::Replay));
+    let started = Instant::now();
+    let mut out: Vec<Event> = Vec::with_capacity(4);
+    let mut sent = 0;
+    for e in data.events {
+        out.clear();
+        faults.apply(e, &mut out);
+        for e in out.drain(..) {
+            pacer.wait(sent, e.event_micros()).await;
+            sender.send(e).await?;
+            sent += 1;
+        }
+    }
+    finish(sender, started, &faults).await
+}
+
+async fn finish(sender: Sender, started: Instant, faults: &Faults) -> anyhow::Result<()> {
+    let summary = sender.finish(started).await?;
+    for (topic, n) in &summary.per_topic {
+        tracing::info!(%topic, records = n, "sent");
+    }
+    let i = &faults.injected;
+    println!(
+        "k2-feed: {summary} gaps={} duplicates={} poison={}",
+        i.gaps,
+        i.duplicates,
+        i.poison_total()
+    );
+    Ok(())
+}
