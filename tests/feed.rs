@@ -146,3 +146,73 @@ fn synthetic_faults_match_the_dead_letters_and_rows() {
         letters.iter().map(|l| l.header("k2.error.kind")).collect();
     assert_eq!(kinds.len(), 7, "each poison kind in turn: {kinds:?}");
 }
+
+/// Counts from the sink's final log line, e.g. `"gap": 12` inside `sequence={...}`.
+fn sequence_counts(log: &str) -> BTreeMap<String, u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("sink stopped"))
+        .unwrap_or_else(|| panic!("no final line in:\n{log}"));
+    let inner = line
+        .split("sequence={")
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    inner
+        .split(", ")
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(": ")?;
+            Some((k.trim_matches('"').to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn injected_gaps_and_duplicates_are_classified_exactly() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 2);
+    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
+    env.create_topics();
+    let out = env.run(
+        "k2-feed",
+        &[
+            "synthetic",
+            "--count",
+            "8000",
+            "--symbols",
+            "12",
+            "--gap-every",
+            "211",
+            "--duplicate-every",
+            "333",
+        ],
+    );
+    assert!(out.status.success(), "{}", k2_tests::stderr(&out));
+    let s = summary(&stdout(&out));
+    env.sink_once(&[], Duration::from_secs(300));
+    let log = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("sink-once-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap();
+    let counts = sequence_counts(&log);
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    assert_eq!(get("gap").to_string(), s["gaps"], "{counts:?}");
+    assert_eq!(get("duplicate").to_string(), s["duplicates"], "{counts:?}");
+    assert_eq!(get("out_of_order"), 0, "{counts:?}");
+    assert_eq!(
+        get("first_seen"),
+        2 * 2 * 12,
+        "one per instrument and data type: {counts:?}"
+    );
+    let reference = 2 * 12;
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        8000 - reference,
+        "every market record classified once: {counts:?}"
+    );
+}

@@ -24,17 +24,27 @@ use k2_common::config::{CommitPolicy, K2Config};
 use k2_common::schema::BuiltinSchema;
 use k2_common::topic::{DataType, TopicName};
 
-use crate::buffer::{Buffer, CommitJob, PartitionState, SealReason};
+use std::num::NonZeroUsize;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::RecordBatch;
+
+use crate::buffer::{Buffer, CommitJob, PartitionState, SealReason, TopicNames};
 use crate::commit::{CommitError, Committer, JobOutcome, RangeOutcome};
 use crate::consumer::{self, RebalanceEvent, SinkConsumer, SinkContext};
 use crate::dead_letters::{DeadLetterError, DeadLetters, PendingDeadLetters};
-use crate::instrumentation::Metrics;
+use crate::instrumentation::{LogBudget, Metrics, SequenceLabels};
 use crate::offsets::TopicPartition;
+use crate::sequence::{InstrumentKey, SequenceKind, SequenceTracker, trading_day};
 use crate::serialization::{
     DECODE_BATCH_ROWS, DecodeErrorKind, RawRecord, Rejected, SchemaDecoder, SchemaSource,
     WriterSchemas, schema_id,
 };
-use crate::table::{TableError, TableLayout, ensure_table};
+use crate::table::{
+    EXCHANGE, EXCHANGE_TIMESTAMP, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, SYMBOL, TableError,
+    TableLayout, ensure_table,
+};
 use crate::validation::{TimeWindow, shape, validate};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +82,8 @@ pub struct RunSummary {
     pub records_committed: u64,
     pub dead_letters: u64,
     pub commits: u64,
+    /// Records per sequence classification.
+    pub sequence: std::collections::BTreeMap<&'static str, u64>,
 }
 
 struct TopicInfo {
@@ -115,6 +127,10 @@ pub struct Sink {
     assigned_once: bool,
     probe: TopicPartition,
     summary: RunSummary,
+    sequences: SequenceTracker,
+    timezones: HashMap<String, chrono_tz::Tz>,
+    exchanges: TopicNames,
+    anomaly_log: LogBudget,
 }
 
 impl Sink {
@@ -125,6 +141,7 @@ impl Sink {
         catalog: Arc<dyn Catalog>,
         topics: &[TopicName],
         mode: Mode,
+        timezones: HashMap<String, chrono_tz::Tz>,
         runtime: tokio::runtime::Handle,
         metrics: Metrics,
     ) -> Result<Self, SinkError> {
@@ -239,6 +256,12 @@ impl Sink {
             assigned_once: false,
             probe: TopicPartition::new(String::new(), 0),
             summary: RunSummary::default(),
+            sequences: SequenceTracker::new(
+                NonZeroUsize::new(config.sink.sequence_tracker_capacity.max(1)).expect("max(1)"),
+            ),
+            timezones,
+            exchanges: TopicNames::default(),
+            anomaly_log: LogBudget::new(20, Duration::from_secs(10)),
         })
     }
 
@@ -304,6 +327,7 @@ impl Sink {
             committed = self.summary.records_committed,
             dead_letters = self.summary.dead_letters,
             commits = self.summary.commits,
+            sequence = ?self.summary.sequence,
             "sink stopped"
         );
     }
@@ -560,6 +584,9 @@ impl Sink {
                 })?;
             rejected.extend(invalid);
             if let Some(batch) = batch {
+                if data_type != DataType::ReferenceData {
+                    self.check_sequences(data_type, &batch);
+                }
                 self.buffer.add(data_type, batch);
             }
         }
@@ -568,6 +595,112 @@ impl Sink {
             self.dead_letters.send(r, &self.metrics);
         }
         Ok(())
+    }
+
+    /// Classifies every row's sequence number; counts, and logs anomalies at a bounded
+    /// rate. Never rejects a row.
+    fn check_sequences(&mut self, data_type: DataType, batch: &RecordBatch) {
+        let (
+            Some(exchange),
+            Some(symbol),
+            Some(seq),
+            Some(ts),
+            Some(topic),
+            Some(partition),
+            Some(offset),
+        ) = (
+            batch
+                .column_by_name(EXCHANGE)
+                .and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name(SYMBOL)
+                .and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name("sequence_number")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            batch
+                .column_by_name(EXCHANGE_TIMESTAMP)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()),
+            batch
+                .column_by_name(KAFKA_TOPIC)
+                .and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name(KAFKA_PARTITION)
+                .and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            batch
+                .column_by_name(KAFKA_OFFSET)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+        )
+        else {
+            return;
+        };
+        let evictions_before = self.sequences.evictions();
+        let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            let ex = exchange.value(i);
+            let tz = self.timezones.get(ex).copied().unwrap_or(chrono_tz::UTC);
+            let key = InstrumentKey {
+                exchange: self.exchanges.intern(ex),
+                data_type,
+                symbol: symbol.value(i).into(),
+            };
+            let actual = seq.value(i);
+            let day = trading_day(ts.value(i), tz);
+            let o = self
+                .sequences
+                .observe(&key, actual, day, partition.value(i));
+            *counts
+                .entry((topic.value(i).to_string(), o.kind.as_str()))
+                .or_default() += 1;
+            if let SequenceKind::Gap { size } = o.kind {
+                self.metrics
+                    .sequence_gap_size
+                    .get_or_create(&Metrics::topic_labels(topic.value(i)))
+                    .observe(size as f64);
+            }
+            if o.kind.is_event() && self.anomaly_log.allow() {
+                tracing::warn!(
+                    kind = o.kind.as_str(),
+                    exchange = ex,
+                    symbol = symbol.value(i),
+                    data_type = data_type.as_str(),
+                    expected = ?o.expected,
+                    actual,
+                    gap_size = match o.kind { SequenceKind::Gap { size } => size, _ => 0 },
+                    topic = topic.value(i),
+                    partition = partition.value(i),
+                    offset = offset.value(i),
+                    "sequence anomaly"
+                );
+            }
+        }
+        for ((topic, kind), n) in counts {
+            *self.summary.sequence.entry(kind).or_default() += n;
+            let t = Metrics::topic_labels(&topic);
+            self.metrics
+                .sequence_events
+                .get_or_create(&SequenceLabels {
+                    asset_class: t.asset_class,
+                    data_type: t.data_type,
+                    exchange: t.exchange,
+                    kind: kind.to_string(),
+                })
+                .inc_by(n);
+        }
+        self.metrics
+            .sequence_tracker_evictions
+            .inc_by(self.sequences.evictions() - evictions_before);
+        self.metrics
+            .sequence_tracker_entries
+            .set(self.sequences.len() as i64);
+    }
+
+    /// The tracker's state for instruments of `tp` is about to be re-read: forget it.
+    fn forget_sequences(&mut self, tp: &TopicPartition) {
+        if let Ok(t) = tp.topic.parse::<TopicName>() {
+            self.sequences
+                .forget_partition(t.exchange(), t.data_type(), tp.partition);
+        }
     }
 
     fn flush_decoders(&mut self) -> Result<(), SinkError> {
@@ -672,6 +805,7 @@ impl Sink {
     fn reseek(&mut self, tp: &TopicPartition, recorded: Option<i64>) -> Result<(), SinkError> {
         self.flush_decoders()?;
         self.buffer.drop_partitions(&HashSet::from([tp.clone()]));
+        self.forget_sequences(tp);
         let epoch = self.new_epoch();
         let Some(state) = self.partitions.get_mut(tp) else {
             return Ok(());
@@ -703,6 +837,7 @@ impl Sink {
                     self.buffer.drop_partitions(&set);
                     for tp in &set {
                         self.partitions.remove(tp);
+                        self.forget_sequences(tp);
                     }
                 }
                 RebalanceEvent::Assigned(assigned) => {

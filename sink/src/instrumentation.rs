@@ -49,6 +49,14 @@ pub struct DeadLetterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SequenceLabels {
+    pub asset_class: String,
+    pub data_type: String,
+    pub exchange: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabels {
     pub table: String,
 }
@@ -80,6 +88,10 @@ pub struct Metrics {
     pub paused: Gauge,
     pub rebalances: Family<RebalanceLabels, Counter>,
     pub fenced_partitions: Counter,
+    pub sequence_events: Family<SequenceLabels, Counter>,
+    pub sequence_gap_size: Family<TopicLabels, Histogram>,
+    pub sequence_tracker_entries: Gauge,
+    pub sequence_tracker_evictions: Counter,
     pub storage_retries: Counter,
     registry: Arc<Registry>,
 }
@@ -109,6 +121,32 @@ impl Metrics {
         let rebalances = Family::<RebalanceLabels, Counter>::default();
         let fenced_partitions = Counter::default();
         let storage_retries = Counter::default();
+        let sequence_events = Family::<SequenceLabels, Counter>::default();
+        let sequence_gap_size = Family::<TopicLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 4.0, 10))
+        });
+        let sequence_tracker_entries = Gauge::default();
+        let sequence_tracker_evictions = Counter::default();
+        r.register(
+            "sequence_events",
+            "Records by sequence classification (in_order, gap, duplicate, out_of_order, reset, first_seen)",
+            sequence_events.clone(),
+        );
+        r.register(
+            "sequence_gap_size",
+            "Sequence numbers missing per gap",
+            sequence_gap_size.clone(),
+        );
+        r.register(
+            "sequence_tracker_entries",
+            "Instruments the sequence tracker remembers",
+            sequence_tracker_entries.clone(),
+        );
+        r.register(
+            "sequence_tracker_evictions",
+            "Instruments forgotten by the sequence tracker's LRU",
+            sequence_tracker_evictions.clone(),
+        );
         r.register(
             "records_consumed",
             "Records read from Kafka",
@@ -193,6 +231,10 @@ impl Metrics {
             paused,
             rebalances,
             fenced_partitions,
+            sequence_events,
+            sequence_gap_size,
+            sequence_tracker_entries,
+            sequence_tracker_evictions,
             storage_retries,
             registry: Arc::new(r),
         }

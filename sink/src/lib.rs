@@ -13,6 +13,7 @@ pub mod dead_letters;
 pub mod ingest;
 pub mod instrumentation;
 pub mod offsets;
+pub mod sequence;
 pub mod serialization;
 pub mod table;
 pub mod validation;

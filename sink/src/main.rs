@@ -115,7 +115,14 @@ fn main() -> ExitCode {
     } else {
         Mode::Continuous
     };
-    match run(&config, &topics, mode, &runtime) {
+    let timezones = topics
+        .iter()
+        .filter_map(|t| {
+            let (_, spec) = topics_config.exchange(t.exchange())?;
+            Some((t.exchange().to_string(), spec.tz()))
+        })
+        .collect();
+    match run(&config, &topics, timezones, mode, &runtime) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "k2-sink failed");
@@ -128,6 +135,7 @@ fn main() -> ExitCode {
 fn run(
     config: &K2Config,
     topics: &[k2_common::topic::TopicName],
+    timezones: std::collections::HashMap<String, chrono_tz::Tz>,
     mode: Mode,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
@@ -169,6 +177,7 @@ fn run(
         catalog,
         topics,
         mode,
+        timezones,
         runtime.handle().clone(),
         metrics,
     )?;

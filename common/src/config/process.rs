@@ -256,6 +256,9 @@ pub struct SinkConfig {
     /// Records stamped further than this ahead of the sink's clock are rejected.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Instruments whose last sequence number the sink remembers (LRU); beyond it the
+    /// least recently seen is forgotten and reported `first_seen` when it returns.
+    pub sequence_tracker_capacity: usize,
 }
 
 impl Default for SinkConfig {
@@ -265,6 +268,7 @@ impl Default for SinkConfig {
             dead_letter_topic: "market.dlq".into(),
             min_timestamp: "1990-01-01T00:00:00Z".parse().expect("constant"),
             max_clock_skew: Duration::from_secs(86_400),
+            sequence_tracker_capacity: 10_000,
         }
     }
 }
