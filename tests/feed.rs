@@ -216,3 +216,76 @@ fn injected_gaps_and_duplicates_are_classified_exactly() {
         "every market record classified once: {counts:?}"
     );
 }
+
+/// The real ASX sample with three ranges left out after sequence numbers were assigned:
+/// `market_data.sequence_events` holds exactly those gaps, and nothing else.
+#[test]
+fn replay_with_rows_removed_finds_exactly_the_removed_ranges() {
+    use arrow::array::Array;
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(3, 1);
+    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
+    env.create_topics();
+    let dir = asx_dir();
+    let out = env.run(
+        "k2-feed",
+        &[
+            "replay",
+            "--asx-dir",
+            dir.to_str().unwrap(),
+            "--exchange",
+            &env.asx,
+            "--drop",
+            "trades:BHP:1000-1002",
+            "--drop",
+            "trades:BHP:50000-50000",
+            "--drop",
+            "quotes:BHP:20000-20004",
+            "--drop",
+            "trades:DVN:100-109",
+        ],
+    );
+    assert!(out.status.success(), "{}", k2_tests::stderr(&out));
+    env.sink_once(&[], Duration::from_secs(600));
+
+    let events = rt().block_on(tables::scan(&env, "sequence_events"));
+    let mut found = Vec::new();
+    for b in &events.batches {
+        let dt = tables::strings(b, "data_type");
+        let sym = tables::strings(b, "symbol");
+        let kind = tables::strings(b, "kind");
+        let expected = tables::longs(b, "expected");
+        let actual = tables::longs(b, "actual");
+        let gap = tables::longs(b, "gap_size");
+        for r in 0..b.num_rows() {
+            found.push((
+                dt.value(r).to_string(),
+                sym.value(r).to_string(),
+                kind.value(r).to_string(),
+                expected.value(r),
+                actual.value(r),
+                gap.is_valid(r).then(|| gap.value(r)),
+            ));
+        }
+    }
+    found.sort();
+    let gap = |dt: &str, sym: &str, first: i64, last: i64| {
+        (
+            dt.to_string(),
+            sym.to_string(),
+            "gap".to_string(),
+            first,
+            last + 1,
+            Some(last - first + 1),
+        )
+    };
+    let mut want = vec![
+        gap("quotes", "BHP", 20000, 20004),
+        gap("trades", "BHP", 1000, 1002),
+        gap("trades", "BHP", 50000, 50000),
+        gap("trades", "DVN", 100, 109),
+    ];
+    want.sort();
+    assert_eq!(found, want);
+}

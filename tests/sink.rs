@@ -613,6 +613,14 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         expected.len()
     );
     assert_exactly_once(&all, &expected, "after the kills");
+    // The background feed's chunks leave sequence gaps; each is recorded at most once.
+    let events = rt_scan(&env, "sequence_events").lineage();
+    let unique: BTreeSet<&Key> = events.iter().collect();
+    assert_eq!(
+        unique.len(),
+        events.len(),
+        "no sequence event recorded twice"
+    );
     // Some kills land before a sink's first commit (also worth testing); most after.
     assert!(
         committed_before_kill.iter().filter(|c| **c > 0).count() >= kills.div_ceil(3),
@@ -1037,4 +1045,37 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
         snapshots: Vec::new(),
     };
     assert_exactly_once(&all, &expected, "after the catalog outage");
+}
+
+/// A gap that spans a restart is still reported: on assignment the sequence tracker
+/// learns each instrument's last committed sequence number from the table.
+#[test]
+fn a_gap_spanning_a_restart_is_reported() {
+    use arrow::array::Array;
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
+    env.create_topics();
+    let rt = runtime();
+    let feed = Feed::new();
+    let topic = env.topic(&env.asx, "trades");
+    let batch = |seqs: std::ops::RangeInclusive<i64>| -> Vec<Raw> {
+        seqs.map(|s| feed::trade_record(&topic, &feed::trade(&env.asx, "equities", "BHP", s)))
+            .collect()
+    };
+    produce(&rt, &feed, &batch(1..=100));
+    env.sink_once(&[], Duration::from_secs(120));
+    produce(&rt, &feed, &batch(103..=150));
+    env.sink_once(&[], Duration::from_secs(120));
+
+    let events = rt_scan(&env, "sequence_events");
+    assert_eq!(events.rows(), 1, "exactly one event");
+    let b = &events.batches.iter().find(|b| b.num_rows() > 0).unwrap();
+    assert_eq!(tables::strings(b, "kind").value(0), "gap");
+    assert_eq!(tables::longs(b, "expected").value(0), 101);
+    assert_eq!(tables::longs(b, "actual").value(0), 103);
+    let gap = tables::longs(b, "gap_size");
+    assert!(gap.is_valid(0));
+    assert_eq!(gap.value(0), 2);
 }

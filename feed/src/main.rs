@@ -94,8 +94,25 @@ struct ReplayArgs {
     /// Replay at this multiple of real time (default: as fast as possible).
     #[arg(long)]
     speed: Option<f64>,
+    /// Leave out records after sequence numbers are assigned, to simulate lost data:
+    /// `DATA_TYPE:SYMBOL:FIRST-LAST` (sequence numbers, inclusive). Repeatable.
+    #[arg(long = "drop", value_name = "RANGE", value_parser = parse_drop)]
+    drops: Vec<(DataType, String, i64, i64)>,
     #[command(flatten)]
     faults: FaultArgs,
+}
+
+fn parse_drop(s: &str) -> Result<(DataType, String, i64, i64), String> {
+    let err =
+        || format!("expected DATA_TYPE:SYMBOL:FIRST-LAST, e.g. trades:BHP:100-102, got {s:?}");
+    let mut parts = s.splitn(3, ':');
+    let (Some(dt), Some(symbol), Some(range)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err());
+    };
+    let dt: DataType = dt.parse().map_err(|_| err())?;
+    let (a, b) = range.split_once('-').ok_or_else(err)?;
+    let (a, b) = (a.parse().map_err(|_| err())?, b.parse().map_err(|_| err())?);
+    Ok((dt, symbol.to_string(), a, b))
 }
 
 fn main() -> ExitCode {
@@ -285,7 +302,19 @@ async fn replay(args: ReplayArgs, config: &K2Config, topics: &TopicsConfig) -> a
     let started = Instant::now();
     let mut out: Vec<Event> = Vec::with_capacity(4);
     let mut sent = 0;
-    for e in data.events {
+    let mut dropped = 0u64;
+    for mut e in data.events {
+        let dt = e.data_type();
+        let symbol = e.symbol().to_string();
+        if let Some(seq) = e.sequence_mut().map(|s| *s)
+            && args
+                .drops
+                .iter()
+                .any(|(d, s, a, b)| *d == dt && *s == symbol && (*a..=*b).contains(&seq))
+        {
+            dropped += 1;
+            continue;
+        }
         out.clear();
         faults.apply(e, &mut out);
         for e in out.drain(..) {
@@ -293,6 +322,9 @@ async fn replay(args: ReplayArgs, config: &K2Config, topics: &TopicsConfig) -> a
             sender.send(e).await?;
             sent += 1;
         }
+    }
+    if dropped > 0 {
+        tracing::info!(dropped, "records left out on purpose (--drop)");
     }
     finish(sender, started, &faults).await
 }

@@ -42,6 +42,8 @@ pub struct TableJob {
 #[derive(Debug)]
 pub struct CommitJob {
     pub tables: Vec<TableJob>,
+    /// Rows for `sequence_events` found while reading this job's records.
+    pub sequence_events: Vec<RecordBatch>,
     pub records: usize,
     pub bytes: usize,
 }
@@ -91,6 +93,7 @@ struct Progress {
 #[derive(Debug, Default)]
 pub struct Buffer {
     tables: BTreeMap<DataType, Vec<RecordBatch>>,
+    sequence_events: Vec<RecordBatch>,
     progress: HashMap<TopicPartition, Progress>,
     records: usize,
     bytes: usize,
@@ -129,6 +132,10 @@ impl Buffer {
         self.oldest.get_or_insert_with(Instant::now);
     }
 
+    pub fn add_sequence_events(&mut self, batch: RecordBatch) {
+        self.sequence_events.push(batch);
+    }
+
     pub fn add(&mut self, data_type: DataType, batch: RecordBatch) {
         self.records += batch.num_rows();
         self.tables.entry(data_type).or_default().push(batch);
@@ -163,6 +170,11 @@ impl Buffer {
             *batches = kept;
         }
         self.tables.retain(|_, b| !b.is_empty());
+        self.sequence_events = self
+            .sequence_events
+            .drain(..)
+            .filter_map(|b| without_partitions(&b, dropped))
+            .collect();
         // Bytes are an estimate for the policy; scale them with the rows kept.
         if self.records > 0 {
             self.bytes = (self.bytes as u128 * records as u128 / self.records as u128) as usize;
@@ -217,6 +229,7 @@ impl Buffer {
         }
         let job = CommitJob {
             tables: tables.into_values().collect(),
+            sequence_events: std::mem::take(&mut self.sequence_events),
             records: self.records,
             bytes: self.bytes,
         };

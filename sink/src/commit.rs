@@ -8,7 +8,11 @@
 //! through [`PinnedCatalog`], so iceberg-rust cannot rebase it onto a newer snapshot: a
 //! concurrent commit surfaces as a conflict and the loop here re-checks offsets.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Int32Type, Int64Type};
+use arrow_array::{BooleanArray, RecordBatch};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +31,9 @@ use crate::offsets::{
     COMMIT_ID_PROPERTY, GROUP_PROPERTY, OFFSETS_PROPERTY, TableOffsets, TopicPartition,
     VERSION_PROPERTY, WRITER_PROPERTY, commit_landed,
 };
-use crate::table::table_ident;
+use crate::table::{
+    KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, SEQUENCE_EVENTS, sequence_events_ident, table_ident,
+};
 use crate::writer::write_data_files;
 use k2_common::topic::DataType;
 
@@ -92,6 +98,17 @@ impl Committer {
         dead_letters: PendingDeadLetters,
     ) -> Result<JobOutcome, CommitError> {
         let dead_letters = dead_letters.deliver().await;
+        // Sequence events go first: if the process dies between the two, the data is
+        // re-read and its events found again, and those already committed are filtered.
+        if !job.sequence_events.is_empty() {
+            let ranges: BTreeMap<TopicPartition, i64> = job
+                .tables
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|(tp, r)| (tp.clone(), r.end)))
+                .collect();
+            self.commit_sequence_events(id, &job.sequence_events, &ranges)
+                .await?;
+        }
         let mut tables = Vec::with_capacity(job.tables.len());
         for table_job in job.tables {
             tables.push(self.commit_table(id, table_job).await?);
@@ -179,7 +196,8 @@ impl Committer {
                         .filter_map(|b| without_partitions(b, &dropped))
                         .collect();
                     let prefix = format!("{commit_id}-{}", uuid::Uuid::new_v4().simple());
-                    match write_data_files(&table, job.data_type, &batches, &prefix).await {
+                    let day_partitioned = job.data_type != DataType::ReferenceData;
+                    match write_data_files(&table, day_partitioned, &batches, &prefix).await {
                         Ok(files) => {
                             written = Some((fenced.clone(), files.clone()));
                             files
@@ -248,6 +266,96 @@ impl Committer {
         }
     }
 
+    /// Appends sequence events, skipping those the table already holds: per partition,
+    /// events at offsets below the recorded one were committed by an earlier job (or an
+    /// earlier owner) and are final.
+    #[tracing::instrument(skip_all, fields(table = SEQUENCE_EVENTS, job = id))]
+    async fn commit_sequence_events(
+        &self,
+        id: u64,
+        batches: &[RecordBatch],
+        ranges: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), CommitError> {
+        let ident = sequence_events_ident();
+        let commit_id = format!("{}-{id}-events", self.writer_id);
+        let mut delays = k2_common::retry::delays();
+        let fatal = |e: iceberg::Error| CommitError {
+            table: ident.to_string(),
+            message: format!("{e:#}"),
+        };
+        let mut base_snapshot: Option<Option<i64>> = None;
+        loop {
+            let table = match self.catalog.load_table(&ident).await {
+                Ok(t) => t,
+                Err(e) if is_fatal(&e) => return Err(fatal(e)),
+                Err(e) => {
+                    self.metrics.storage_retries.inc();
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
+                    tracing::warn!(error = %e, "loading sequence_events failed; retrying");
+                    continue;
+                }
+            };
+            let metadata = table.metadata();
+            match base_snapshot {
+                Some(base) if commit_landed(metadata, base, &commit_id) => return Ok(()),
+                Some(_) => {}
+                None => base_snapshot = Some(metadata.current_snapshot().map(|s| s.snapshot_id())),
+            }
+            let recorded = TableOffsets::from_metadata(metadata).map_err(|e| CommitError {
+                table: ident.to_string(),
+                message: e.to_string(),
+            })?;
+            let fresh: Vec<RecordBatch> = batches
+                .iter()
+                .filter_map(|b| not_yet_recorded(b, &recorded))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            let prefix = format!("{commit_id}-{}", uuid::Uuid::new_v4().simple());
+            let files = match write_data_files(&table, true, &fresh, &prefix).await {
+                Ok(f) => f,
+                Err(e) if is_fatal(&e) => return Err(fatal(e)),
+                Err(e) => {
+                    self.metrics.storage_retries.inc();
+                    tracing::warn!(error = %e, "writing sequence events failed; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
+                    continue;
+                }
+            };
+            let offsets = recorded.merged(ranges.iter().filter_map(|(tp, end)| {
+                (recorded.get(tp).is_none_or(|r| r < *end)).then_some((tp, *end))
+            }));
+            let tx = Transaction::new(&table);
+            let append = tx
+                .fast_append()
+                .with_check_duplicate(false)
+                .add_data_files(files)
+                .set_snapshot_properties(HashMap::from([
+                    (OFFSETS_PROPERTY.to_string(), offsets.to_json()),
+                    (GROUP_PROPERTY.to_string(), self.group.clone()),
+                    (WRITER_PROPERTY.to_string(), self.writer_id.clone()),
+                    (COMMIT_ID_PROPERTY.to_string(), commit_id.clone()),
+                    (VERSION_PROPERTY.to_string(), k2_common::VERSION.to_string()),
+                ]));
+            let tx = append.apply(tx).map_err(fatal)?;
+            let pinned = PinnedCatalog {
+                inner: self.catalog.clone(),
+                table: table.clone(),
+            };
+            match tx.commit(&pinned).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {}
+                Err(e) if is_fatal(&e) => return Err(fatal(e)),
+                Err(e) => {
+                    self.metrics.storage_retries.inc();
+                    tracing::warn!(error = %e, "committing sequence events failed; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
+                }
+            }
+        }
+    }
+
     fn finish(
         &self,
         job: TableJob,
@@ -306,6 +414,29 @@ impl Committer {
             snapshot_id,
             partitions,
         }
+    }
+}
+
+/// The rows of `batch` whose `(kafka_topic, kafka_partition, kafka_offset)` is at or past
+/// the offset `recorded` holds for their partition.
+fn not_yet_recorded(batch: &RecordBatch, recorded: &TableOffsets) -> Option<RecordBatch> {
+    let topics = batch.column_by_name(KAFKA_TOPIC)?.as_string_opt::<i32>()?;
+    let partitions = batch
+        .column_by_name(KAFKA_PARTITION)?
+        .as_primitive_opt::<Int32Type>()?;
+    let offsets = batch
+        .column_by_name(KAFKA_OFFSET)?
+        .as_primitive_opt::<Int64Type>()?;
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            let tp = TopicPartition::new(topics.value(i), partitions.value(i));
+            Some(recorded.get(&tp).is_none_or(|r| offsets.value(i) >= r))
+        })
+        .collect();
+    match keep.true_count() {
+        0 => None,
+        n if n == batch.num_rows() => Some(batch.clone()),
+        _ => arrow::compute::filter_record_batch(batch, &keep).ok(),
     }
 }
 

@@ -36,7 +36,7 @@ use crate::consumer::{self, RebalanceEvent, SinkConsumer, SinkContext};
 use crate::dead_letters::{DeadLetterError, DeadLetters, PendingDeadLetters};
 use crate::instrumentation::{LogBudget, Metrics, SequenceLabels};
 use crate::offsets::TopicPartition;
-use crate::sequence::{InstrumentKey, SequenceKind, SequenceTracker, trading_day};
+use crate::sequence::{InstrumentKey, Observation, SequenceKind, SequenceTracker, trading_day};
 use crate::serialization::{
     DECODE_BATCH_ROWS, DecodeErrorKind, RawRecord, Rejected, SchemaDecoder, SchemaSource,
     WriterSchemas, schema_id,
@@ -128,6 +128,8 @@ pub struct Sink {
     probe: TopicPartition,
     summary: RunSummary,
     sequences: SequenceTracker,
+    sequence_warmup: Duration,
+    events_schema: arrow_schema::SchemaRef,
     timezones: HashMap<String, chrono_tz::Tz>,
     exchanges: TopicNames,
     anomaly_log: LogBudget,
@@ -158,6 +160,9 @@ impl Sink {
             layouts.insert(dt, layout);
             reader_schemas.insert(dt, builtin.text.to_string());
         }
+        // Sequence anomalies have their own table, committed in the same cycle as the data.
+        let events_layout = TableLayout::sequence_events()?;
+        runtime.block_on(ensure_table(catalog.as_ref(), &events_layout))?;
         let source = match &config.schema_registry {
             Some(r) => SchemaSource::Registry(k2_common::registry::SchemaRegistryClient::new(r)),
             None => {
@@ -259,6 +264,8 @@ impl Sink {
             sequences: SequenceTracker::new(
                 NonZeroUsize::new(config.sink.sequence_tracker_capacity.max(1)).expect("max(1)"),
             ),
+            events_schema: events_layout.arrow_schema.clone(),
+            sequence_warmup: config.sink.sequence_warmup,
             timezones,
             exchanges: TopicNames::default(),
             anomaly_log: LogBudget::new(20, Duration::from_secs(10)),
@@ -341,15 +348,15 @@ impl Sink {
                 break;
             };
             timeout = Duration::ZERO;
+            // A rebalance served inside this poll is applied before its message: the
+            // message may belong to a partition assigned just now.
+            if consumer.context().has_events() {
+                self.handle_rebalances()?;
+            }
             match result {
                 Ok(m) => self.on_message(&m)?,
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             }
-            if !consumer.context().has_events() {
-                continue;
-            }
-            // A rebalance happened inside poll: apply it before reading further.
-            break;
         }
         Ok(())
     }
@@ -636,6 +643,7 @@ impl Sink {
         };
         let evictions_before = self.sequences.evictions();
         let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
+        let mut events = SequenceEventRows::default();
         for i in 0..batch.num_rows() {
             let ex = exchange.value(i);
             let tz = self.timezones.get(ex).copied().unwrap_or(chrono_tz::UTC);
@@ -657,6 +665,17 @@ impl Sink {
                     .sequence_gap_size
                     .get_or_create(&Metrics::topic_labels(topic.value(i)))
                     .observe(size as f64);
+            }
+            if o.kind.is_event() {
+                events.push(
+                    ex,
+                    data_type,
+                    symbol.value(i),
+                    o,
+                    actual,
+                    ts.value(i),
+                    (topic.value(i), partition.value(i), offset.value(i)),
+                );
             }
             if o.kind.is_event() && self.anomaly_log.allow() {
                 tracing::warn!(
@@ -687,12 +706,66 @@ impl Sink {
                 })
                 .inc_by(n);
         }
+        if let Some(rows) = events.finish(&self.events_schema) {
+            self.buffer.add_sequence_events(rows);
+        }
         self.metrics
             .sequence_tracker_evictions
             .inc_by(self.sequences.evictions() - evictions_before);
         self.metrics
             .sequence_tracker_entries
             .set(self.sequences.len() as i64);
+    }
+
+    /// Learns the last committed sequence number of the instruments of newly assigned
+    /// partitions, so a gap spanning a restart or a hand-over is still seen. Failing that
+    /// (catalog down) the instruments start as `first_seen`; ingestion goes on.
+    fn warm_up_sequences(&mut self, assigned: &TopicPartitionList) {
+        let started = Instant::now();
+        let mut by_type: HashMap<DataType, HashSet<TopicPartition>> = HashMap::new();
+        for e in assigned.elements() {
+            let tp = TopicPartition::new(e.topic(), e.partition());
+            self.forget_sequences(&tp);
+            if let Some(info) = self.topics.get(e.topic())
+                && info.data_type != DataType::ReferenceData
+            {
+                by_type.entry(info.data_type).or_default().insert(tp);
+            }
+        }
+        let mut seeded = 0;
+        for (data_type, partitions) in by_type {
+            let window = self.sequence_warmup;
+            let result = self.runtime.block_on(async {
+                let table = self
+                    .catalog
+                    .load_table(&crate::table::table_ident(data_type))
+                    .await?;
+                crate::sequence::last_committed(&table, &partitions, window).await
+            });
+            match result {
+                Ok(rows) => {
+                    for (ex, symbol, seq, ts, partition) in rows {
+                        let tz = self.timezones.get(&ex).copied().unwrap_or(chrono_tz::UTC);
+                        let key = InstrumentKey {
+                            exchange: self.exchanges.intern(&ex),
+                            data_type,
+                            symbol: symbol.into(),
+                        };
+                        self.sequences
+                            .seed(key, seq, trading_day(ts, tz), partition);
+                        seeded += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(table = data_type.table_name(), error = %e, "sequence warm-up failed; instruments start as first_seen")
+                }
+            }
+        }
+        tracing::info!(
+            instruments = seeded,
+            seconds = started.elapsed().as_secs_f64(),
+            "sequence tracker warmed up from the tables"
+        );
     }
 
     /// The tracker's state for instruments of `tp` is about to be re-read: forget it.
@@ -858,6 +931,7 @@ impl Sink {
                     if self.paused && tpl.count() > 0 {
                         let _ = self.consumer.pause(&tpl);
                     }
+                    self.warm_up_sequences(&tpl);
                 }
             }
         }
@@ -908,6 +982,84 @@ impl Sink {
             };
             state.next_offset.unwrap_or(0).max(fetched) >= high
         })
+    }
+}
+
+/// Rows of `sequence_events` being collected for one decoded batch.
+#[derive(Default)]
+struct SequenceEventRows {
+    exchange: Vec<String>,
+    data_type: Vec<&'static str>,
+    symbol: Vec<String>,
+    kind: Vec<&'static str>,
+    expected: Vec<Option<i64>>,
+    actual: Vec<i64>,
+    gap_size: Vec<Option<i64>>,
+    exchange_timestamp: Vec<i64>,
+    topic: Vec<String>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+}
+
+impl SequenceEventRows {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        exchange: &str,
+        data_type: DataType,
+        symbol: &str,
+        o: Observation,
+        actual: i64,
+        ts: i64,
+        (topic, partition, offset): (&str, i32, i64),
+    ) {
+        self.exchange.push(exchange.to_string());
+        self.data_type.push(data_type.as_str());
+        self.symbol.push(symbol.to_string());
+        self.kind.push(o.kind.as_str());
+        self.expected.push(o.expected);
+        self.actual.push(actual);
+        self.gap_size.push(match o.kind {
+            SequenceKind::Gap { size } => Some(size),
+            _ => None,
+        });
+        self.exchange_timestamp.push(ts);
+        self.topic.push(topic.to_string());
+        self.partition.push(partition);
+        self.offset.push(offset);
+    }
+
+    fn finish(self, schema: &arrow_schema::SchemaRef) -> Option<RecordBatch> {
+        use arrow_array::{Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+        if self.actual.is_empty() {
+            return None;
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        let n = self.actual.len();
+        let ts = |v: Vec<i64>| -> arrow_array::ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(v).with_timezone("+00:00"))
+        };
+        let columns: Vec<arrow_array::ArrayRef> = vec![
+            Arc::new(StringArray::from(self.exchange)),
+            Arc::new(StringArray::from(self.data_type)),
+            Arc::new(StringArray::from(self.symbol)),
+            Arc::new(StringArray::from(self.kind)),
+            Arc::new(Int64Array::from(self.expected)),
+            Arc::new(Int64Array::from(self.actual)),
+            Arc::new(Int64Array::from(self.gap_size)),
+            ts(self.exchange_timestamp),
+            Arc::new(StringArray::from(self.topic)),
+            Arc::new(Int32Array::from(self.partition)),
+            Arc::new(Int64Array::from(self.offset)),
+            ts(vec![now; n]),
+        ];
+        match RecordBatch::try_new(schema.clone(), columns) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(error = %e, "building sequence event rows failed");
+                None
+            }
+        }
     }
 }
 

@@ -171,6 +171,22 @@ impl SequenceTracker {
         }
     }
 
+    /// Sets the state for `key` from what the table holds (warm-up after an assignment),
+    /// unless the tracker already saw the instrument.
+    pub fn seed(&mut self, key: InstrumentKey, seq: i64, day: NaiveDate, partition: i32) {
+        if self.entries.contains(&key) {
+            return;
+        }
+        self.entries.push(
+            key,
+            Last {
+                seq,
+                day,
+                partition,
+            },
+        );
+    }
+
     /// Forgets instruments last advanced from this partition of this exchange's data
     /// type: its records are about to be read again (revoked, or fenced and re-read).
     pub fn forget_partition(&mut self, exchange: &str, data_type: DataType, partition: i32) {
@@ -186,6 +202,79 @@ impl SequenceTracker {
             self.entries.pop(&k);
         }
     }
+}
+
+/// The last committed record of every instrument of `partitions` in `table`, among rows
+/// ingested within `window` before the table's last commit (files outside that window are
+/// pruned by their `ingested_at` statistics, so this reads only the newest files).
+/// Returns `(exchange, symbol, sequence_number, exchange_timestamp, partition)`.
+pub async fn last_committed(
+    table: &iceberg::table::Table,
+    partitions: &std::collections::HashSet<crate::offsets::TopicPartition>,
+    window: std::time::Duration,
+) -> Result<Vec<(String, String, i64, i64, i32)>, iceberg::Error> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+    use futures::TryStreamExt;
+    use iceberg::expr::Reference;
+    use iceberg::spec::Datum;
+
+    use crate::table::{
+        EXCHANGE, EXCHANGE_TIMESTAMP, INGESTED_AT, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC,
+        SYMBOL,
+    };
+
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let since = snapshot.timestamp_ms() * 1000 - window.as_micros() as i64;
+    let scan = table
+        .scan()
+        .select([
+            EXCHANGE,
+            SYMBOL,
+            "sequence_number",
+            EXCHANGE_TIMESTAMP,
+            KAFKA_TOPIC,
+            KAFKA_PARTITION,
+            KAFKA_OFFSET,
+        ])
+        .with_filter(
+            Reference::new(INGESTED_AT).greater_than_or_equal_to(Datum::timestamptz_micros(since)),
+        )
+        .build()?;
+    let batches: Vec<arrow_array::RecordBatch> = scan.to_arrow().await?.try_collect().await?;
+    // Per instrument, the row with the highest offset: the last one committed.
+    let mut last: std::collections::HashMap<(String, String), (i64, i64, i64, i32)> =
+        std::collections::HashMap::new();
+    let mut probe = crate::offsets::TopicPartition::new(String::new(), 0);
+    for b in &batches {
+        let ex = b[EXCHANGE].as_string::<i32>();
+        let sym = b[SYMBOL].as_string::<i32>();
+        let seq = b["sequence_number"].as_primitive::<Int64Type>();
+        let ts = b[EXCHANGE_TIMESTAMP].as_primitive::<TimestampMicrosecondType>();
+        let topic = b[KAFKA_TOPIC].as_string::<i32>();
+        let part = b[KAFKA_PARTITION].as_primitive::<Int32Type>();
+        let off = b[KAFKA_OFFSET].as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            probe.topic.clear();
+            probe.topic.push_str(topic.value(i));
+            probe.partition = part.value(i);
+            if !partitions.contains(&probe) {
+                continue;
+            }
+            let entry = last
+                .entry((ex.value(i).to_string(), sym.value(i).to_string()))
+                .or_insert((i64::MIN, 0, 0, 0));
+            if off.value(i) > entry.0 {
+                *entry = (off.value(i), seq.value(i), ts.value(i), part.value(i));
+            }
+        }
+    }
+    Ok(last
+        .into_iter()
+        .map(|((ex, sym), (_, seq, ts, p))| (ex, sym, seq, ts, p))
+        .collect())
 }
 
 #[cfg(test)]

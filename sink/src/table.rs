@@ -59,14 +59,25 @@ fn catalog_err(context: impl Into<String>) -> impl FnOnce(iceberg::Error) -> Tab
 /// One table's layout, shared by the decoder (which columns exist) and the writer.
 #[derive(Debug, Clone)]
 pub struct TableLayout {
-    pub data_type: DataType,
     pub ident: TableIdent,
+    /// Partitioned by `day(exchange_timestamp)` as well as exchange (all but reference data).
+    pub day_partitioned: bool,
     pub schema: Arc<Schema>,
     /// The Iceberg schema as Arrow, with field ids in the metadata.
     pub arrow_schema: ArrowSchemaRef,
     pub partition_spec: UnboundPartitionSpec,
     pub sort_order: SortOrder,
 }
+
+pub fn sequence_events_ident() -> TableIdent {
+    TableIdent::new(
+        NamespaceIdent::new(NAMESPACE.to_string()),
+        SEQUENCE_EVENTS.to_string(),
+    )
+}
+
+/// Name of the table of sequence anomalies.
+pub const SEQUENCE_EVENTS: &str = "sequence_events";
 
 pub fn table_ident(data_type: DataType) -> TableIdent {
     TableIdent::new(
@@ -123,7 +134,48 @@ impl TableLayout {
 
     /// The layout of an existing table (its schema may have evolved since creation).
     pub fn from_schema(data_type: DataType, schema: Arc<Schema>) -> Result<Self, TableError> {
-        let table = data_type.table_name();
+        Self::for_table(
+            table_ident(data_type),
+            schema,
+            data_type != DataType::ReferenceData,
+        )
+    }
+
+    /// `market_data.sequence_events`: one row per sequence gap, out-of-order record or
+    /// reset the sink detected, with the lineage of the record that revealed it.
+    pub fn sequence_events() -> Result<Self, TableError> {
+        let ts = || Type::Primitive(PrimitiveType::Timestamptz);
+        let string = || Type::Primitive(PrimitiveType::String);
+        let long = || Type::Primitive(PrimitiveType::Long);
+        let fields = vec![
+            NestedField::required(1, EXCHANGE, string()),
+            NestedField::required(2, "data_type", string()),
+            NestedField::required(3, SYMBOL, string()),
+            NestedField::required(4, "kind", string()).with_doc("gap, out_of_order or reset"),
+            NestedField::optional(5, "expected", long()).with_doc("Sequence number expected"),
+            NestedField::required(6, "actual", long()).with_doc("Sequence number received"),
+            NestedField::optional(7, "gap_size", long())
+                .with_doc("Sequence numbers missing (gaps only)"),
+            NestedField::required(8, EXCHANGE_TIMESTAMP, ts()),
+            NestedField::required(9, KAFKA_TOPIC, string()),
+            NestedField::required(10, KAFKA_PARTITION, Type::Primitive(PrimitiveType::Int)),
+            NestedField::required(11, KAFKA_OFFSET, long()),
+            NestedField::required(12, "detected_at", ts()),
+        ];
+        let schema = Schema::builder()
+            .with_schema_id(0)
+            .with_fields(fields.into_iter().map(Arc::new))
+            .build()
+            .map_err(catalog_err("schema of sequence_events"))?;
+        Self::for_table(sequence_events_ident(), Arc::new(schema), true)
+    }
+
+    fn for_table(
+        ident: TableIdent,
+        schema: Arc<Schema>,
+        day_partitioned: bool,
+    ) -> Result<Self, TableError> {
+        let table = ident.name().to_string();
         let id = |name: &str| {
             schema
                 .field_by_name(name)
@@ -135,7 +187,7 @@ impl TableLayout {
                 })
         };
         let mut spec = UnboundPartitionSpec::builder().with_spec_id(0);
-        if data_type != DataType::ReferenceData {
+        if day_partitioned {
             spec = spec
                 .add_partition_field(
                     id(EXCHANGE_TIMESTAMP)?,
@@ -157,8 +209,8 @@ impl TableLayout {
             iceberg::arrow::schema_to_arrow_schema(&schema).map_err(catalog_err("arrow schema"))?,
         );
         Ok(TableLayout {
-            data_type,
-            ident: table_ident(data_type),
+            ident,
+            day_partitioned,
             schema,
             arrow_schema,
             partition_spec: spec.build(),

@@ -29,8 +29,6 @@ use iceberg::{Error, ErrorKind};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use k2_common::topic::DataType;
-
 use crate::table::{EXCHANGE, EXCHANGE_TIMESTAMP, SYMBOL};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -76,7 +74,7 @@ fn adapt(batch: &RecordBatch, schema: &arrow_schema::SchemaRef) -> Result<Record
 /// names unique per job and attempt.
 pub async fn write_data_files(
     table: &Table,
-    data_type: DataType,
+    day_partitioned: bool,
     batches: &[RecordBatch],
     file_prefix: &str,
 ) -> Result<Vec<DataFile>, Error> {
@@ -97,7 +95,7 @@ pub async fn write_data_files(
     if all.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let partitioned = data_type != DataType::ReferenceData;
+    let partitioned = day_partitioned;
     let column = |name: &str| {
         all.column_by_name(name)
             .cloned()

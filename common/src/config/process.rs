@@ -259,6 +259,10 @@ pub struct SinkConfig {
     /// Instruments whose last sequence number the sink remembers (LRU); beyond it the
     /// least recently seen is forgotten and reported `first_seen` when it returns.
     pub sequence_tracker_capacity: usize,
+    /// On assignment the tracker learns each instrument's last committed sequence number
+    /// from rows ingested within this window before the table's last commit.
+    #[serde(with = "humantime_serde")]
+    pub sequence_warmup: Duration,
 }
 
 impl Default for SinkConfig {
@@ -269,6 +273,7 @@ impl Default for SinkConfig {
             min_timestamp: "1990-01-01T00:00:00Z".parse().expect("constant"),
             max_clock_skew: Duration::from_secs(86_400),
             sequence_tracker_capacity: 10_000,
+            sequence_warmup: Duration::from_secs(600),
         }
     }
 }
