@@ -1,25 +1,67 @@
-//! k2-query: questions over K2's Iceberg tables. The DuckDB engine, snapshot pinning and
-//! OHLCV arrive with the query issue; today the crate lists what the catalog holds.
+//! k2-query: questions over K2's Iceberg tables with DuckDB, pinned to snapshots.
+//!
+//! The route (docs/decisions.md, ADR-11): iceberg-rust plans each scan from the Iceberg
+//! metadata of the pinned snapshot (partition pruning by day and exchange, file pruning by
+//! column statistics), and DuckDB reads exactly the planned Parquet files with
+//! `read_parquet`. No DuckDB extension is needed for local warehouses, and the result is
+//! the same for every table format detail DuckDB's own Iceberg reader might handle
+//! differently.
+//!
+//! [`Lakehouse`] connects to the catalog; [`Pin`] says which instant to read;
+//! [`Session`] is a read-only DuckDB connection with views `trades`, `quotes`,
+//! `reference_data` and `sequence_events` bound to the pinned snapshots; [`ohlcv`] builds
+//! bars.
 
-use std::sync::Arc;
+pub mod lakehouse;
+pub mod ohlcv;
+pub mod plan;
+pub mod session;
+pub mod snapshot;
 
-use iceberg::{Catalog, NamespaceIdent, TableIdent};
+pub use lakehouse::Lakehouse;
+pub use ohlcv::{Interval, OhlcvRequest, TimeZoneChoice};
+pub use session::Session;
+pub use snapshot::{Pin, Pinned, SnapshotInfo};
 
-use k2_common::catalog::NAMESPACE;
+/// Tables the query module knows, in `market_data`.
+pub const TABLES: [&str; 4] = ["trades", "quotes", "reference_data", "sequence_events"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    #[error("cannot reach the catalog at {uri}: {source}")]
+    Unreachable {
+        uri: String,
+        #[source]
+        source: Box<iceberg::Error>,
+    },
     #[error("catalog: {0}")]
-    Catalog(#[from] iceberg::Error),
+    Catalog(Box<iceberg::Error>),
+    #[error("unknown table {0:?} (known: trades, quotes, reference_data, sequence_events)")]
+    UnknownTable(String),
+    #[error("table {table} has no snapshot at or before {as_of} (its first is at {first})")]
+    BeforeFirstSnapshot {
+        table: String,
+        as_of: String,
+        first: String,
+    },
+    #[error("table {table} has no snapshot {snapshot_id}")]
+    UnknownSnapshot { table: String, snapshot_id: i64 },
+    #[error("{0}")]
+    Sql(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
-/// The K2 tables the catalog holds, sorted.
-pub async fn tables(catalog: &Arc<dyn Catalog>) -> Result<Vec<TableIdent>, QueryError> {
-    let ns = NamespaceIdent::new(NAMESPACE.to_string());
-    if !catalog.namespace_exists(&ns).await? {
-        return Ok(Vec::new());
+impl From<iceberg::Error> for QueryError {
+    fn from(e: iceberg::Error) -> Self {
+        QueryError::Catalog(Box::new(e))
     }
-    let mut t = catalog.list_tables(&ns).await?;
-    t.sort_by(|a, b| a.name().cmp(b.name()));
-    Ok(t)
 }
+
+impl From<duckdb::Error> for QueryError {
+    fn from(e: duckdb::Error) -> Self {
+        QueryError::Sql(e.to_string())
+    }
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;

@@ -1,0 +1,134 @@
+//! The entry point: the same catalog and warehouse as the sink.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use iceberg::{Catalog, NamespaceIdent, TableIdent};
+
+use k2_common::catalog::NAMESPACE;
+use k2_common::config::{K2Config, TopicsConfig};
+
+use crate::session::Session;
+use crate::snapshot::{self, Pin, Pinned, PinnedTable, SnapshotInfo};
+use crate::{QueryError, Result, TABLES};
+
+pub struct Lakehouse {
+    catalog: Arc<dyn Catalog>,
+    catalog_uri: String,
+    /// Exchange time zones, for bars aligned to the exchange's trading day.
+    timezones: BTreeMap<String, chrono_tz::Tz>,
+    warehouse: String,
+}
+
+impl std::fmt::Debug for Lakehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lakehouse")
+            .field("catalog", &self.catalog_uri)
+            .finish()
+    }
+}
+
+impl Lakehouse {
+    /// Connects to the configured catalog and checks that it answers.
+    pub async fn open(config: &K2Config) -> Result<Self> {
+        let catalog_uri = match &config.catalog {
+            k2_common::config::CatalogConfig::Sql { uri, .. } => uri.to_string(),
+            k2_common::config::CatalogConfig::Rest { uri, .. } => uri.to_string(),
+        };
+        let unreachable = |source| QueryError::Unreachable {
+            uri: catalog_uri.clone(),
+            source: Box::new(source),
+        };
+        let catalog = k2_common::catalog::connect(config).await.map_err(|e| {
+            QueryError::Invalid(format!(
+                "cannot connect to the catalog at {catalog_uri}: {e:#}"
+            ))
+        })?;
+        catalog.list_namespaces(None).await.map_err(unreachable)?;
+        let timezones = TopicsConfig::load(&config.topics_file)
+            .map(|t| {
+                t.asset_classes()
+                    .values()
+                    .flat_map(|ac| {
+                        ac.exchanges
+                            .iter()
+                            .map(|(code, ex)| (code.clone(), ex.tz()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Lakehouse {
+            catalog,
+            catalog_uri,
+            timezones,
+            warehouse: config.warehouse.location.clone(),
+        })
+    }
+
+    pub fn timezone(&self, exchange: &str) -> Option<chrono_tz::Tz> {
+        self.timezones.get(exchange).copied()
+    }
+
+    /// The warehouse location (where DuckDB may read).
+    pub fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
+    /// The K2 tables the catalog holds, sorted.
+    pub async fn tables(&self) -> Result<Vec<String>> {
+        let ns = NamespaceIdent::new(NAMESPACE.to_string());
+        if !self.catalog.namespace_exists(&ns).await? {
+            return Ok(Vec::new());
+        }
+        let mut t: Vec<String> = self
+            .catalog
+            .list_tables(&ns)
+            .await?
+            .into_iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        t.sort();
+        Ok(t)
+    }
+
+    pub async fn table(&self, name: &str) -> Result<iceberg::table::Table> {
+        if !TABLES.contains(&name) {
+            return Err(QueryError::UnknownTable(name.to_string()));
+        }
+        let ident = TableIdent::new(NamespaceIdent::new(NAMESPACE.to_string()), name.to_string());
+        Ok(self.catalog.load_table(&ident).await?)
+    }
+
+    /// A table's snapshots, oldest first, with their summaries (K2's Kafka offsets
+    /// included).
+    pub async fn snapshots(&self, table: &str) -> Result<Vec<SnapshotInfo>> {
+        Ok(snapshot::history(&self.table(table).await?))
+    }
+
+    /// Resolves `pin` for every table that exists.
+    pub async fn pin(&self, pin: Pin) -> Result<Pinned> {
+        if let Pin::Snapshots(ids) = &pin
+            && let Some(unknown) = ids.keys().find(|t| !TABLES.contains(&t.as_str()))
+        {
+            return Err(QueryError::UnknownTable(unknown.clone()));
+        }
+        let mut tables = BTreeMap::new();
+        for name in self.tables().await? {
+            if !TABLES.contains(&name.as_str()) {
+                continue;
+            }
+            let table = self.table(&name).await?;
+            let snapshot_id = snapshot::resolve(&name, &table, &pin)?;
+            tables.insert(name, PinnedTable { table, snapshot_id });
+        }
+        let pinned = Pinned { tables, pin };
+        snapshot::check_as_of(&pinned)?;
+        Ok(pinned)
+    }
+
+    /// A read-only DuckDB session over the pinned tables.
+    pub async fn session(&self, pin: Pin) -> Result<Session> {
+        let pinned = self.pin(pin).await?;
+        Session::open(pinned, self.timezones.clone(), &self.warehouse).await
+    }
+}

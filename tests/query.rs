@@ -1,0 +1,352 @@
+//! k2-query over tables the sink wrote: OHLCV against an independent computation from the
+//! ASX CSV files, time travel, pruning, and the shell's errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Australia::Sydney;
+
+use k2_query::{Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
+use k2_tests::{TestEnv, ensure_services, stderr, stdout};
+
+fn asx_dir() -> PathBuf {
+    std::env::var_os("K2_ASX_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| k2_tests::repo_root().join("../shared/data/asx-2014"))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One bar as the test computes it: open, high, low, close, volume (1e-8 units), trades.
+#[derive(Debug, Clone, PartialEq)]
+struct Bar {
+    open: i128,
+    high: i128,
+    low: i128,
+    close: i128,
+    volume: i128,
+    notional: i128,
+    trades: i64,
+}
+
+/// `36.667` → 3_666_700_000 (units of 1e-8), without K2's code.
+fn units(s: &str) -> i128 {
+    let (w, f) = s.split_once('.').unwrap_or((s, ""));
+    let f = format!("{f:0<8}");
+    w.parse::<i128>().unwrap() * 100_000_000 + f[..8].parse::<i128>().unwrap()
+}
+
+/// Bars from the CSV: bucket start (UTC micros) → bar. `width` in seconds; `local`
+/// aligns buckets to Sydney wall-clock time.
+fn expected_bars(csv: &str, width: i64, local: bool) -> BTreeMap<i64, Bar> {
+    let mut bars: BTreeMap<i64, Bar> = BTreeMap::new();
+    for line in csv.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let naive =
+            NaiveDateTime::parse_from_str(&format!("{} {}", f[0], f[1]), "%m/%d/%Y %H:%M:%S%.3f")
+                .unwrap();
+        let utc = Sydney
+            .from_local_datetime(&naive)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc);
+        let (p, q) = (units(f[2]), units(f[3]));
+        let start = if local {
+            let local_secs = naive.and_utc().timestamp();
+            let bucket_local = local_secs - local_secs.rem_euclid(width);
+            let naive_start = DateTime::from_timestamp(bucket_local, 0)
+                .unwrap()
+                .naive_utc();
+            Sydney
+                .from_local_datetime(&naive_start)
+                .earliest()
+                .unwrap()
+                .timestamp_micros()
+        } else {
+            let s = utc.timestamp();
+            (s - s.rem_euclid(width)) * 1_000_000
+        };
+        // Rows are in time order within the file (ties keep file order = sequence order).
+        let bar = bars.entry(start).or_insert(Bar {
+            open: p,
+            high: p,
+            low: p,
+            close: p,
+            volume: 0,
+            notional: 0,
+            trades: 0,
+        });
+        bar.high = bar.high.max(p);
+        bar.low = bar.low.min(p);
+        bar.close = p;
+        bar.volume += q;
+        bar.notional += p * q / 100_000_000;
+        bar.trades += 1;
+    }
+    bars
+}
+
+fn actual_bars(batches: &[RecordBatch]) -> BTreeMap<i64, (Bar, i128)> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        let start = b["bucket_start"].as_primitive::<TimestampMicrosecondType>();
+        let d = |n: &str| b[n].as_primitive::<Decimal128Type>().clone();
+        let (open, high, low, close, volume, vwap) = (
+            d("open"),
+            d("high"),
+            d("low"),
+            d("close"),
+            d("volume"),
+            d("vwap"),
+        );
+        let trades = b["trades"].as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            out.insert(
+                start.value(i),
+                (
+                    Bar {
+                        open: open.value(i),
+                        high: high.value(i),
+                        low: low.value(i),
+                        close: close.value(i),
+                        volume: volume.value(i),
+                        notional: 0,
+                        trades: trades.value(i),
+                    },
+                    vwap.value(i),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn replayed_env() -> TestEnv {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(3, 1);
+    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
+    env.create_topics();
+    let dir = asx_dir();
+    let out = env.run(
+        "k2-feed",
+        &[
+            "replay",
+            "--asx-dir",
+            dir.to_str().unwrap(),
+            "--exchange",
+            &env.asx,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.sink_once(&[], Duration::from_secs(600));
+    env
+}
+
+#[test]
+fn ohlcv_matches_an_independent_computation_from_the_csv() {
+    let env = replayed_env();
+    let csv = std::fs::read_to_string(asx_dir().join("trades/7078.csv")).unwrap();
+    let rt = rt();
+    let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
+    let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
+    for (interval, width) in [("1m", 60), ("1d", 86_400)] {
+        for (tz, local) in [
+            (TimeZoneChoice::Utc, false),
+            (TimeZoneChoice::Exchange, true),
+        ] {
+            let req = OhlcvRequest {
+                symbols: vec!["BHP".into()],
+                exchange: env.asx.clone(),
+                interval: interval.parse::<Interval>().unwrap(),
+                from: "2014-03-01T00:00:00Z".parse().unwrap(),
+                to: "2014-04-01T00:00:00Z".parse().unwrap(),
+                tz,
+            };
+            let got = actual_bars(&rt.block_on(session.ohlcv(&req)).unwrap());
+            let want = expected_bars(&csv, width, local);
+            assert_eq!(got.len(), want.len(), "{interval} {tz:?}: bar count");
+            for (start, w) in &want {
+                let (g, vwap) = got
+                    .get(start)
+                    .unwrap_or_else(|| panic!("{interval} {tz:?}: no bar at {start}"));
+                let ctx = format!("{interval} {tz:?} bar at {start}");
+                assert_eq!(
+                    (g.open, g.high, g.low, g.close, g.volume, g.trades),
+                    (w.open, w.high, w.low, w.close, w.volume, w.trades),
+                    "{ctx}"
+                );
+                let want_vwap = w.notional as f64 / w.volume as f64 * 1e8;
+                assert!(
+                    (*vwap as f64 - want_vwap).abs() <= 1.0,
+                    "{ctx}: vwap {vwap} vs {want_vwap}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn time_travel_pins_every_table_and_pruning_reads_one_day() {
+    use k2_tests::feed::{self, Feed};
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
+    env.create_topics();
+    let rt = rt();
+    let feed = Feed::new();
+    let topic = env.topic(&env.asx, "trades");
+    // Day 1 (2014-03-11) then day 2 (2014-03-12), each committed by its own run.
+    let day = |d: i64, n: i64| -> Vec<feed::Raw> {
+        (0..n)
+            .map(|i| {
+                let mut t = feed::trade(
+                    &env.asx,
+                    "equities",
+                    if i % 2 == 0 { "BHP" } else { "CBA" },
+                    d * 1000 + i,
+                );
+                t.envelope.exchange_timestamp =
+                    feed::DAY0_MICROS + d * 86_400_000_000 + i * 1_000_000;
+                feed::trade_record(&topic, &t)
+            })
+            .collect()
+    };
+    rt.block_on(feed.send(&day(0, 100)));
+    env.sink_once(&[], Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    rt.block_on(feed.send(&day(1, 60)));
+    env.sink_once(&[], Duration::from_secs(120));
+
+    let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
+    let count = |pin: Pin| -> i64 {
+        let s = rt.block_on(lake.session(pin)).unwrap();
+        let b = s.sql("SELECT count(*) FROM trades", &[]).unwrap();
+        b[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(count(Pin::AsOf(between)), 100, "pinned before day 2");
+    assert_eq!(count(Pin::Latest), 160, "unpinned");
+    let history = rt.block_on(lake.snapshots("trades")).unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(
+        history
+            .iter()
+            .all(|s| s.summary.contains_key("k2.kafka-offsets"))
+    );
+    let first = history[0].snapshot_id;
+    let mut ids = BTreeMap::new();
+    ids.insert("trades".to_string(), first);
+    assert_eq!(
+        count(Pin::Snapshots(ids)),
+        100,
+        "pinned to the first snapshot id"
+    );
+
+    // Pruning: one day and one symbol plans only that day's files.
+    let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
+    let filter = k2_query::plan::Filter {
+        exchange: Some(env.asx.clone()),
+        symbols: vec!["BHP".into()],
+        from: Some("2014-03-12T00:00:00Z".parse().unwrap()),
+        to: Some("2014-03-13T00:00:00Z".parse().unwrap()),
+    };
+    let files = rt
+        .block_on(session.planned_files("trades", &filter))
+        .unwrap();
+    let all = rt
+        .block_on(session.planned_files("trades", &Default::default()))
+        .unwrap();
+    assert!(
+        !files.is_empty() && files.len() < all.len(),
+        "{files:?} of {all:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|f| f.contains("exchange_timestamp_day=2014-03-12")),
+        "{files:?}"
+    );
+
+    // The shell: --as-of and SQL with -c.
+    let out = env.run(
+        "k2-query",
+        &[
+            "--as-of",
+            &between.to_rfc3339(),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM trades",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "n\n100");
+}
+
+#[test]
+fn shell_errors_are_clear_and_exit_non_zero() {
+    ensure_services();
+    let env = TestEnv::new();
+    env.set_partitions(1, 1);
+    env.create_topics();
+    let topic = env.topic(&env.asx, "trades");
+    let t = k2_tests::feed::trade(&env.asx, "equities", "BHP", 1);
+    rt().block_on(k2_tests::feed::Feed::new().send(&[k2_tests::feed::trade_record(&topic, &t)]));
+    env.sink_once(&[], Duration::from_secs(120));
+    let cases: [(&[&str], &str); 5] = [
+        (&["-c", "SELEC 1"], "syntax error"),
+        (&["-c", "SELECT * FROM nope"], "nope"),
+        (
+            &["-c", "SELECT no_such_column FROM trades"],
+            "no_such_column",
+        ),
+        (
+            &["--as-of", "2001-01-01", "-c", "SELECT 1"],
+            "no snapshot at or before",
+        ),
+        (&["-c", ".ohlcv BHP 1w 2014-03-10 2014-03-11"], "interval"),
+    ];
+    for (args, needle) in cases {
+        let out = env.run("k2-query", args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr(&out).to_lowercase().contains(&needle.to_lowercase()),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Read-only: no writing files outside the temp directory, no settings changes.
+    let outside = k2_tests::repo_root().join("must-not-be-written.csv");
+    let copy = format!("COPY (SELECT 1) TO '{}'", outside.display());
+    for sql in [copy.as_str(), "SET enable_external_access = true"] {
+        let out = env.run("k2-query", &["-c", sql]);
+        assert!(!out.status.success(), "{sql} should fail");
+    }
+    assert!(!outside.exists());
+    // A catalog that cannot be reached names the URL it tried.
+    let mut env = env;
+    env.var(
+        "K2_CATALOG",
+        r#"{type="rest",name="k2",uri="http://127.0.0.1:9"}"#,
+    );
+    let out = env.run("k2-query", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:9"),
+        "{}",
+        stderr(&out)
+    );
+}
