@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub mod feed;
+pub mod registry;
 pub mod tables;
 
 use rdkafka::ClientConfig;
@@ -70,7 +71,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Modification time of the newest source, manifest or schema the binary is built from.
+/// Modification time of the newest source or schema the binary is built from.
 fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
     fn walk(dir: &Path, newest: &mut std::time::SystemTime) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -92,8 +93,10 @@ fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
     }
     let mut newest = std::time::SystemTime::UNIX_EPOCH;
     let own = binary.strip_prefix("k2-").unwrap_or(binary);
-    for krate in ["common", "schemas", own] {
-        walk(&root.join(krate), &mut newest);
+    // Sources that change the binary when edited (examples, tests and manifests may
+    // change without the binary being relinked).
+    for dir in ["common/src", "schemas", &format!("{own}/src")] {
+        walk(&root.join(dir), &mut newest);
     }
     newest
 }
