@@ -215,6 +215,16 @@ fn injected_gaps_and_duplicates_are_classified_exactly() {
         8000 - reference,
         "every market record classified once: {counts:?}"
     );
+    // Each injected gap is one row of market_data.sequence_events, of size one.
+    let events = rt().block_on(tables::scan(&env, "sequence_events"));
+    assert_eq!(events.rows().to_string(), s["gaps"]);
+    for b in &events.batches {
+        let kind = tables::strings(b, "kind");
+        let gap = tables::longs(b, "gap_size");
+        for r in 0..b.num_rows() {
+            assert_eq!((kind.value(r), gap.value(r)), ("gap", 1));
+        }
+    }
 }
 
 /// The real ASX sample with three ranges left out after sequence numbers were assigned:

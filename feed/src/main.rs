@@ -79,6 +79,11 @@ struct SyntheticArgs {
     /// Random seed (same seed, same market).
     #[arg(long, default_value_t = 2014)]
     seed: u64,
+    /// First sequence number of every instrument. Default: microseconds since UTC
+    /// midnight, so a later run continues each instrument's sequence with a gap (the time
+    /// the feed was off) instead of going back to 1.
+    #[arg(long)]
+    first_sequence: Option<i64>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -248,7 +253,18 @@ async fn synthetic(
         .collect();
     exchanges.dedup_by(|a, b| a.code == b.code);
     let ids = schema_ids(config, topics, &names).await?;
-    let mut market = SyntheticMarket::new(exchanges, args.symbols, args.seed);
+    let first_sequence = args.first_sequence.unwrap_or_else(|| {
+        let now = chrono::Utc::now();
+        (now - now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc())
+        .num_microseconds()
+        .unwrap_or(1)
+        .max(1)
+    });
+    let mut market = SyntheticMarket::new(exchanges, args.symbols, args.seed, first_sequence);
     let mut faults = Faults::new(plan(&args.faults));
     let mut sender = Sender::new(&config.kafka.client_properties(), &names, &ids, args.count)?;
     let pace = args.rate.map_or(Pace::Unlimited, Pace::Rate);

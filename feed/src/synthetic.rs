@@ -16,8 +16,20 @@ const ASX_NAMES: [&str; 20] = [
     "BHP", "CBA", "CSL", "NAB", "WBC", "ANZ", "WES", "MQG", "WOW", "TLS", "RIO", "FMG", "GMG",
     "TCL", "WDS", "ALL", "REA", "STO", "QBE", "COL",
 ];
-const CRYPTO_BASES: [&str; 12] = [
-    "BTC", "ETH", "BNB", "SOL", "XRP", "DOGE", "ADA", "TRX", "AVAX", "LINK", "DOT", "LTC",
+/// Base assets with a plausible price level in USDT.
+const CRYPTO_BASES: [(&str, f64); 12] = [
+    ("BTC", 60_000.0),
+    ("ETH", 3_000.0),
+    ("BNB", 600.0),
+    ("SOL", 150.0),
+    ("XRP", 0.6),
+    ("DOGE", 0.15),
+    ("ADA", 0.45),
+    ("TRX", 0.12),
+    ("AVAX", 35.0),
+    ("LINK", 15.0),
+    ("DOT", 7.0),
+    ("LTC", 80.0),
 ];
 
 /// Which exchanges to simulate, as configured in topics.yaml.
@@ -52,16 +64,24 @@ pub struct SyntheticMarket {
 const UNIT: i128 = 100_000_000;
 
 impl SyntheticMarket {
-    pub fn new(exchanges: Vec<ExchangeSpec>, symbols_per_exchange: usize, seed: u64) -> Self {
+    /// `first_sequence`: the first sequence number of every instrument's trades and
+    /// quotes.
+    pub fn new(
+        exchanges: Vec<ExchangeSpec>,
+        symbols_per_exchange: usize,
+        seed: u64,
+        first_sequence: i64,
+    ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut instruments = Vec::new();
         let mut weights = Vec::new();
         for (e, spec) in exchanges.iter().enumerate() {
             let crypto = spec.asset_class == "crypto";
             for rank in 0..symbols_per_exchange {
+                let known = CRYPTO_BASES.get(rank).filter(|_| crypto);
                 let symbol = if crypto {
-                    match CRYPTO_BASES.get(rank) {
-                        Some(b) => format!("{b}USDT"),
+                    match known {
+                        Some((b, _)) => format!("{b}USDT"),
                         None => format!("X{rank:03}USDT"),
                     }
                 } else {
@@ -72,7 +92,8 @@ impl SyntheticMarket {
                 };
                 // Equities mostly between $1 and $100; crypto spans many magnitudes.
                 let (price, tick) = if crypto {
-                    let p = 10f64.powf(rng.random_range(-1.0..4.8));
+                    let p =
+                        known.map_or_else(|| 10f64.powf(rng.random_range(-1.0..2.0)), |(_, p)| *p);
                     let tick = if p >= 1000.0 {
                         UNIT / 100
                     } else if p >= 1.0 {
@@ -93,8 +114,8 @@ impl SyntheticMarket {
                     crypto,
                     price,
                     tick,
-                    trade_seq: 0,
-                    quote_seq: 0,
+                    trade_seq: first_sequence - 1,
+                    quote_seq: first_sequence - 1,
                 });
                 // Zipf-like: the most popular name trades far more than the tail.
                 weights.push(1.0 / ((rank + 1) as f64).powf(1.1));
@@ -127,12 +148,12 @@ impl SyntheticMarket {
         let rng = &mut self.rng;
         let ins = &mut self.instruments[i];
         let spec = &self.exchanges[ins.exchange];
-        // Random walk on the tick grid, mostly 0 or ±1 tick, rarely a jump.
-        let step: i128 = match rng.random_range(0..100) {
-            0..=44 => 0,
-            45..=71 => 1,
-            72..=98 => -1,
-            _ => rng.random_range(-20..=20),
+        // Random walk on the tick grid: mostly unchanged or ±1 tick, rarely a few ticks.
+        let step: i128 = match rng.random_range(0..1000) {
+            0..=699 => 0,
+            700..=848 => 1,
+            849..=997 => -1,
+            _ => rng.random_range(-5..=5),
         };
         ins.price = (ins.price + step * ins.tick).max(ins.tick);
         let envelope = |seq: i64| Envelope {
@@ -258,6 +279,7 @@ mod tests {
             ],
             30,
             7,
+            1,
         )
     }
 

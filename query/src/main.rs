@@ -169,6 +169,7 @@ fn parse_instant(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
         "%Y-%m-%d",
     ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
