@@ -2,23 +2,9 @@
 //! correct UTC times, and synthetic faults produce exactly the dead letters announced.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use k2_tests::{TestEnv, ensure_services, feed, stdout, tables};
-
-fn asx_dir() -> PathBuf {
-    // `K2_ASX_DIR` points elsewhere when the clone does not sit beside shared/.
-    let dir = std::env::var_os("K2_ASX_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| k2_tests::repo_root().join("../shared/data/asx-2014"));
-    assert!(
-        dir.join("FORMAT.md").exists(),
-        "the ASX sample is missing at {} (it is read from shared/, never copied in)",
-        dir.display()
-    );
-    dir
-}
+use k2_tests::{TestEnv, asx_dir, ensure_services, feed, stdout, tables};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -2,7 +2,6 @@
 //! ASX CSV files, time travel, pruning, and the shell's errors.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
@@ -11,13 +10,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Australia::Sydney;
 
 use k2_query::{Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
-use k2_tests::{TestEnv, ensure_services, stderr, stdout};
-
-fn asx_dir() -> PathBuf {
-    std::env::var_os("K2_ASX_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| k2_tests::repo_root().join("../shared/data/asx-2014"))
-}
+use k2_tests::{TestEnv, asx_dir, ensure_services, stderr, stdout};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

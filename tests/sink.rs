@@ -496,50 +496,66 @@ struct BackgroundFeed {
     handle: std::thread::JoinHandle<BTreeSet<Key>>,
 }
 
+/// Every trades and quotes topic of both exchanges, with what feeds it.
+type FeedTopic = (String, String, &'static str, &'static [&'static str], bool);
+
+fn feed_topics(env: &TestEnv) -> Vec<FeedTopic> {
+    [
+        (&env.asx, "equities", &ASX_SYMBOLS[..]),
+        (&env.binance, "crypto", &CRYPTO_SYMBOLS[..]),
+    ]
+    .into_iter()
+    .flat_map(|(ex, ac, sy)| {
+        [
+            (env.topic(ex, "trades"), ex.clone(), ac, sy, true),
+            (env.topic(ex, "quotes"), ex.clone(), ac, sy, false),
+        ]
+    })
+    .collect()
+}
+
+/// Produces `chunk` records spread over `topics`, sequence numbers from `seq`.
+fn produce_round(
+    rt: &tokio::runtime::Runtime,
+    feed: &Feed,
+    topics: &[FeedTopic],
+    seq: i64,
+    chunk: usize,
+) -> Vec<Key> {
+    let mut records = Vec::with_capacity(chunk);
+    for (topic, ex, ac, symbols, is_trade) in topics {
+        let n = chunk / topics.len();
+        if *is_trade {
+            records.extend(
+                feed::trades(topic, ex, ac, symbols, seq, n)
+                    .into_iter()
+                    .map(|(r, _)| r),
+            );
+        } else {
+            records.extend(
+                feed::quotes(topic, ex, ac, symbols, seq, n)
+                    .into_iter()
+                    .map(|(r, _)| r),
+            );
+        }
+    }
+    produce(rt, feed, &records)
+}
+
 impl BackgroundFeed {
-    fn start(env: &TestEnv, chunk: usize) -> Self {
+    fn start(env: &TestEnv, chunk: usize, first_seq: i64) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let asx = env.asx.clone();
-        let binance = env.binance.clone();
-        let topics: Vec<(String, String, &'static str, &'static [&'static str], bool)> = [
-            (&asx, "equities", &ASX_SYMBOLS[..]),
-            (&binance, "crypto", &CRYPTO_SYMBOLS[..]),
-        ]
-        .into_iter()
-        .flat_map(|(ex, ac, sy)| {
-            [
-                (env.topic(ex, "trades"), ex.clone(), ac, sy, true),
-                (env.topic(ex, "quotes"), ex.clone(), ac, sy, false),
-            ]
-        })
-        .collect();
+        let topics = feed_topics(env);
         let handle = std::thread::spawn(move || {
             let rt = runtime();
             let feed = Feed::new();
             let mut keys = BTreeSet::new();
-            let mut seq = 1;
+            let mut seq = first_seq;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let started = std::time::Instant::now();
-                let mut records = Vec::with_capacity(chunk);
-                for (topic, ex, ac, symbols, is_trade) in &topics {
-                    let n = chunk / topics.len();
-                    if *is_trade {
-                        records.extend(
-                            feed::trades(topic, ex, ac, symbols, seq, n)
-                                .into_iter()
-                                .map(|(r, _)| r),
-                        );
-                    } else {
-                        records.extend(
-                            feed::quotes(topic, ex, ac, symbols, seq, n)
-                                .into_iter()
-                                .map(|(r, _)| r),
-                        );
-                    }
-                }
+                keys.extend(produce_round(&rt, &feed, &topics, seq, chunk));
                 seq += (chunk / topics.len()) as i64;
-                keys.extend(produce(&rt, &feed, &records));
                 std::thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
             }
             keys
@@ -574,15 +590,32 @@ fn wait_for_assignment(env: &TestEnv, log: &str, child: &mut std::process::Child
 }
 
 /// Kill -9 at random moments while records keep arriving, restart each time; in the end
-/// every record is in the tables exactly once. `K2_CRASH_CHUNK` (records per half second)
-/// and `K2_CRASH_KILLS` scale it up (`scripts/crash-test` runs it at full size).
+/// every record is in the tables exactly once. `K2_CRASH_PRELOAD` (records produced before
+/// the first sink starts), `K2_CRASH_CHUNK` (records per half second while the kills go on;
+/// 0 for none) and `K2_CRASH_KILLS` scale it (`scripts/crash-test`: 1M preloaded).
 #[test]
 fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     use rand::Rng;
     ensure_services();
     let env = crash_env();
     let kills = env_usize("K2_CRASH_KILLS", 10);
-    let background = BackgroundFeed::start(&env, env_usize("K2_CRASH_CHUNK", 1_000));
+    let preload = env_usize("K2_CRASH_PRELOAD", 0);
+    let mut preloaded = BTreeSet::new();
+    if preload > 0 {
+        let (rt, feed, topics) = (runtime(), Feed::new(), feed_topics(&env));
+        for round in 0..preload.div_ceil(20_000) {
+            let n = 20_000.min(preload - round * 20_000);
+            preloaded.extend(produce_round(
+                &rt,
+                &feed,
+                &topics,
+                1 + (round * 5_000) as i64,
+                n,
+            ));
+        }
+    }
+    let chunk = env_usize("K2_CRASH_CHUNK", 1_000);
+    let background = (chunk > 0).then(|| BackgroundFeed::start(&env, chunk, 1_000_000_000));
 
     let mut rng = rand::rng();
     let mut committed_before_kill = Vec::new();
@@ -592,6 +625,15 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         // Joining takes seconds (the killed member must time out first), so the clock
         // starts at the assignment; then a random moment: reading, writing, committing.
         wait_for_assignment(&env, &log, &mut child);
+        // Against a large backlog the first fetch can take a while: half of the kills
+        // wait for the first commit, so they land among writes and commits rather than
+        // all before them.
+        if i % 2 == 1 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !env.log(&log).contains(" committed ") && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(200..3_000)));
         kill9(&mut child);
         let text = env.log(&log);
@@ -602,8 +644,15 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         // member has joined (docs/decisions.md, ADR-12); Kafka would.
         std::thread::sleep(Duration::from_secs(7));
     }
-    let expected = background.finish();
-    env.sink_once(&[], Duration::from_secs(600));
+    let mut expected = preloaded;
+    if let Some(b) = background {
+        expected.extend(b.finish());
+    }
+    // The local broker reads a large backlog slowly: allow for it.
+    env.sink_once(
+        &[],
+        Duration::from_secs(600 + expected.len() as u64 / 1_000),
+    );
 
     let trades = rt_scan(&env, "trades");
     let quotes = rt_scan(&env, "quotes");
@@ -799,7 +848,7 @@ fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {
 fn two_sinks_in_one_group_one_joining_one_killed() {
     ensure_services();
     let env = crash_env();
-    let background = BackgroundFeed::start(&env, 800);
+    let background = BackgroundFeed::start(&env, 800, 1);
 
     let mut first = env.spawn("k2-sink", &[], "first.log");
     wait_for_assignment(&env, "first.log", &mut first);
@@ -982,7 +1031,7 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
     ensure_services();
     let mut env = crash_env();
     env.var("K2_SINK__COMMIT__MAX_RECORDS", "2000");
-    let background = BackgroundFeed::start(&env, 1_000);
+    let background = BackgroundFeed::start(&env, 1_000, 1);
     let log = "sink.log";
     let mut child = env.spawn("k2-sink", &[], log);
     wait_for_assignment(&env, log, &mut child);

@@ -28,6 +28,24 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The real ASX sample (read in place, never copied into the repo): `K2_ASX_DIR`, else
+/// `shared/data/asx-2014` beside the checkout or beside any of its parent directories.
+pub fn asx_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("K2_ASX_DIR") {
+        return PathBuf::from(dir);
+    }
+    let root = repo_root();
+    root.ancestors()
+        .map(|a| a.join("shared/data/asx-2014"))
+        .find(|d| d.join("FORMAT.md").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "the ASX sample was not found beside {} or its parents: set K2_ASX_DIR",
+                root.display()
+            )
+        })
+}
+
 /// Starts the local services (idempotent). Panics with the script's output if it fails.
 pub fn ensure_services() {
     static START: Once = Once::new();
@@ -226,17 +244,20 @@ impl TestEnv {
     }
 
     /// Starts a workspace binary in the background; its output goes to `<dir>/<log>`.
-    pub fn spawn(&self, binary: &str, args: &[&str], log: &str) -> std::process::Child {
+    /// The process is killed when the handle is dropped (also when a test panics).
+    pub fn spawn(&self, binary: &str, args: &[&str], log: &str) -> Spawned {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(log))
             .unwrap();
-        self.command(binary, args)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {binary}: {e}"))
+        Spawned(
+            self.command(binary, args)
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {binary}: {e}")),
+        )
     }
 
     /// Contents of a log written by [`TestEnv::spawn`].
@@ -285,6 +306,31 @@ impl TestEnv {
         self.command(binary, args)
             .output()
             .unwrap_or_else(|e| panic!("run {binary}: {e}"))
+    }
+}
+
+/// A child process that does not outlive its test.
+pub struct Spawned(pub std::process::Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
