@@ -4,15 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k2_tests::{TestEnv, asx_dir, ensure_services, feed, stdout, tables};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use k2_tests::{TestEnv, ensure_services, feed, stdout, tables};
 
 /// `key=value` pairs of the feed's summary line.
 fn summary(out: &str) -> BTreeMap<String, String> {
@@ -29,23 +21,7 @@ fn summary(out: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn replaying_the_asx_sample_lands_every_row_with_utc_times() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(3, 1);
-    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
-    env.create_topics();
-    let dir = asx_dir();
-    let out = env.run(
-        "k2-feed",
-        &[
-            "replay",
-            "--asx-dir",
-            dir.to_str().unwrap(),
-            "--exchange",
-            &env.asx,
-        ],
-    );
-    assert!(out.status.success(), "{}", k2_tests::stderr(&out));
+    let (env, out) = k2_tests::replay_asx(&[]);
     let s = summary(&stdout(&out));
     assert_eq!(
         s["records"],
@@ -53,7 +29,7 @@ fn replaying_the_asx_sample_lands_every_row_with_utc_times() {
     );
     env.sink_once(&[], Duration::from_secs(600));
 
-    let rt = rt();
+    let rt = k2_tests::runtime();
     let trades = rt.block_on(tables::scan(&env, "trades"));
     let quotes = rt.block_on(tables::scan(&env, "quotes"));
     let reference = rt.block_on(tables::scan(&env, "reference_data"));
@@ -116,7 +92,7 @@ fn synthetic_faults_match_the_dead_letters_and_rows() {
     );
     env.sink_once(&[], Duration::from_secs(300));
 
-    let rt = rt();
+    let rt = k2_tests::runtime();
     let rows: usize = ["trades", "quotes", "reference_data"]
         .iter()
         .map(|t| rt.block_on(tables::scan(&env, t)).rows())
@@ -202,7 +178,7 @@ fn injected_gaps_and_duplicates_are_classified_exactly() {
         "every market record classified once: {counts:?}"
     );
     // Each injected gap is one row of market_data.sequence_events, of size one.
-    let events = rt().block_on(tables::scan(&env, "sequence_events"));
+    let events = k2_tests::runtime().block_on(tables::scan(&env, "sequence_events"));
     assert_eq!(events.rows().to_string(), s["gaps"]);
     for b in &events.batches {
         let kind = tables::strings(b, "kind");
@@ -218,34 +194,19 @@ fn injected_gaps_and_duplicates_are_classified_exactly() {
 #[test]
 fn replay_with_rows_removed_finds_exactly_the_removed_ranges() {
     use arrow::array::Array;
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(3, 1);
-    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
-    env.create_topics();
-    let dir = asx_dir();
-    let out = env.run(
-        "k2-feed",
-        &[
-            "replay",
-            "--asx-dir",
-            dir.to_str().unwrap(),
-            "--exchange",
-            &env.asx,
-            "--drop",
-            "trades:BHP:1000-1002",
-            "--drop",
-            "trades:BHP:50000-50000",
-            "--drop",
-            "quotes:BHP:20000-20004",
-            "--drop",
-            "trades:DVN:100-109",
-        ],
-    );
-    assert!(out.status.success(), "{}", k2_tests::stderr(&out));
+    let (env, _) = k2_tests::replay_asx(&[
+        "--drop",
+        "trades:BHP:1000-1002",
+        "--drop",
+        "trades:BHP:50000-50000",
+        "--drop",
+        "quotes:BHP:20000-20004",
+        "--drop",
+        "trades:DVN:100-109",
+    ]);
     env.sink_once(&[], Duration::from_secs(600));
 
-    let events = rt().block_on(tables::scan(&env, "sequence_events"));
+    let events = k2_tests::runtime().block_on(tables::scan(&env, "sequence_events"));
     let mut found = Vec::new();
     for b in &events.batches {
         let dt = tables::strings(b, "data_type");

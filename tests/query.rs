@@ -12,14 +12,6 @@ use chrono_tz::Australia::Sydney;
 use k2_query::{Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
 use k2_tests::{TestEnv, asx_dir, ensure_services, stderr, stdout};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// One bar as the test computes it: open, high, low, close, volume (1e-8 units), trades.
 #[derive(Debug, Clone, PartialEq)]
 struct Bar {
@@ -125,23 +117,7 @@ fn actual_bars(batches: &[RecordBatch]) -> BTreeMap<i64, (Bar, i128)> {
 }
 
 fn replayed_env() -> TestEnv {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(3, 1);
-    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
-    env.create_topics();
-    let dir = asx_dir();
-    let out = env.run(
-        "k2-feed",
-        &[
-            "replay",
-            "--asx-dir",
-            dir.to_str().unwrap(),
-            "--exchange",
-            &env.asx,
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (env, _) = k2_tests::replay_asx(&[]);
     env.sink_once(&[], Duration::from_secs(600));
     env
 }
@@ -150,7 +126,7 @@ fn replayed_env() -> TestEnv {
 fn ohlcv_matches_an_independent_computation_from_the_csv() {
     let env = replayed_env();
     let csv = std::fs::read_to_string(asx_dir().join("trades/7078.csv")).unwrap();
-    let rt = rt();
+    let rt = k2_tests::runtime();
     let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
     let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
     for (interval, width) in [("1m", 60), ("1d", 86_400)] {
@@ -197,7 +173,7 @@ fn time_travel_pins_every_table_and_pruning_reads_one_day() {
     env.set_partitions(2, 1);
     env.var("K2_SINK__COMMIT__INTERVAL", "1s");
     env.create_topics();
-    let rt = rt();
+    let rt = k2_tests::runtime();
     let feed = Feed::new();
     let topic = env.topic(&env.asx, "trades");
     // Day 1 (2014-03-11) then day 2 (2014-03-12), each committed by its own run.
@@ -297,7 +273,8 @@ fn shell_errors_are_clear_and_exit_non_zero() {
     env.create_topics();
     let topic = env.topic(&env.asx, "trades");
     let t = k2_tests::feed::trade(&env.asx, "equities", "BHP", 1);
-    rt().block_on(k2_tests::feed::Feed::new().send(&[k2_tests::feed::trade_record(&topic, &t)]));
+    k2_tests::runtime()
+        .block_on(k2_tests::feed::Feed::new().send(&[k2_tests::feed::trade_record(&topic, &t)]));
     env.sink_once(&[], Duration::from_secs(120));
     let cases: [(&[&str], &str); 5] = [
         (&["-c", "SELEC 1"], "syntax error"),

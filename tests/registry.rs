@@ -8,14 +8,6 @@ use std::time::Duration;
 use k2_tests::registry::{Registry, python};
 use k2_tests::{BOOTSTRAP, TestEnv, ensure_services, stderr, stdout, tables};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn registry_path_end_to_end() {
     ensure_services();
@@ -80,7 +72,7 @@ fn registry_path_end_to_end() {
         })
         .collect();
     env.sink_once(&[], Duration::from_secs(120));
-    let trades = rt().block_on(tables::scan(&env, "trades"));
+    let trades = k2_tests::runtime().block_on(tables::scan(&env, "trades"));
     assert_eq!(trades.rows(), 40);
     for b in &trades.batches {
         let seq = tables::longs(b, "sequence_number");
@@ -104,7 +96,7 @@ fn registry_path_end_to_end() {
     env.sink_once(&[], Duration::from_secs(120));
     let rows: usize = ["trades", "quotes", "reference_data"]
         .iter()
-        .map(|t| rt().block_on(tables::scan(&env, t)).rows())
+        .map(|t| k2_tests::runtime().block_on(tables::scan(&env, t)).rows())
         .sum();
     assert_eq!(rows, 340, "the client's 40 plus the feed's 300");
     assert!(k2_tests::feed::read_dead_letters(&env.dead_letter_topic).is_empty());

@@ -11,14 +11,6 @@ use k2_tests::{TestEnv, ensure_services};
 
 type Key = (String, i32, i64);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Produces the records and returns their lineage keys in production order.
 fn produce(rt: &tokio::runtime::Runtime, feed: &Feed, records: &[Raw]) -> Vec<Key> {
     let landed = rt.block_on(feed.send(records));
@@ -184,7 +176,7 @@ fn lands_every_record_once_with_values_partitions_and_sort_order() {
     env.set_partitions(3, 2);
     env.var("K2_SINK__COMMIT__INTERVAL", "1s");
     env.create_topics();
-    let rt = runtime();
+    let rt = k2_tests::runtime();
     let feed = Feed::new();
 
     let first = produce_market(&env, &rt, &feed, 1, 200);
@@ -364,7 +356,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_good_ones_land() {
         &format!("{{9=\"{}\"}}", bad_schema.display()),
     );
     env.create_topics();
-    let rt = runtime();
+    let rt = k2_tests::runtime();
     let feed = Feed::new();
 
     // Good records around and between the bad ones, in the same decode batches.
@@ -548,7 +540,7 @@ impl BackgroundFeed {
         let flag = stop.clone();
         let topics = feed_topics(env);
         let handle = std::thread::spawn(move || {
-            let rt = runtime();
+            let rt = k2_tests::runtime();
             let feed = Feed::new();
             let mut keys = BTreeSet::new();
             let mut seq = first_seq;
@@ -602,7 +594,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let preload = env_usize("K2_CRASH_PRELOAD", 0);
     let mut preloaded = BTreeSet::new();
     if preload > 0 {
-        let (rt, feed, topics) = (runtime(), Feed::new(), feed_topics(&env));
+        let (rt, feed, topics) = (k2_tests::runtime(), Feed::new(), feed_topics(&env));
         for round in 0..preload.div_ceil(20_000) {
             let n = 20_000.min(preload - round * 20_000);
             preloaded.extend(produce_round(
@@ -682,7 +674,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
 }
 
 fn rt_scan(env: &TestEnv, table: &str) -> Scanned {
-    runtime().block_on(tables::scan(env, table))
+    k2_tests::runtime().block_on(tables::scan(env, table))
 }
 
 /// The sink's metrics address, from its log (tests bind port 0).
@@ -757,7 +749,7 @@ fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {
     env.var("K2_SINK__COMMIT__INTERVAL", "1h")
         .var("K2_SINK__COMMIT__MAX_RECORDS", "10000000");
     env.create_topics();
-    let rt = runtime();
+    let rt = k2_tests::runtime();
     let feed = Feed::new();
     let market = produce_market(&env, &rt, &feed, 1, 300);
     let expected: BTreeSet<Key> = market
@@ -928,7 +920,7 @@ fn newer_writer_schema_mid_stream_evolves_the_table_without_restart() {
     )
     .var("K2_SINK__COMMIT__INTERVAL", "500ms");
     env.create_topics();
-    let rt = runtime();
+    let rt = k2_tests::runtime();
     let feed = Feed::new();
     let topic = env.topic(&env.asx, "trades");
     let v2_encoder = WireEncoder::with_schema(
@@ -1110,7 +1102,7 @@ fn a_gap_spanning_a_restart_is_reported() {
     env.set_partitions(2, 1);
     env.var("K2_SINK__COMMIT__INTERVAL", "1s");
     env.create_topics();
-    let rt = runtime();
+    let rt = k2_tests::runtime();
     let feed = Feed::new();
     let topic = env.topic(&env.asx, "trades");
     let batch = |seqs: std::ops::RangeInclusive<i64>| -> Vec<Raw> {

@@ -191,69 +191,58 @@ fn record(fields: Vec<(&str, Value)>) -> Value {
     )
 }
 
+impl Envelope {
+    /// The envelope fields that come before a record's own fields, in schema order.
+    fn head(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("symbol", string(&self.symbol)),
+            ("company_id", opt(self.company_id, Value::Long)),
+            ("exchange", string(&self.exchange)),
+            ("asset_class", string(&self.asset_class)),
+            ("exchange_timestamp", Value::TimestampMicros(self.exchange_timestamp)),
+        ]
+    }
+
+    /// The envelope fields that come after them.
+    fn tail(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("sequence_number", Value::Long(self.sequence_number)),
+            ("ingestion_timestamp", Value::TimestampMicros(self.ingestion_timestamp)),
+            ("isin", opt(self.isin.as_deref(), string)),
+            ("contract_type", opt(self.contract_type.as_deref(), string)),
+            ("settlement_currency", opt(self.settlement_currency.as_deref(), string)),
+            ("funding_rate", opt(self.funding_rate, Dec8::to_avro)),
+        ]
+    }
+}
+
 impl Trade {
     pub fn to_avro(&self) -> Value {
-        let e = &self.envelope;
-        record(vec![
-            ("symbol", string(&e.symbol)),
-            ("company_id", opt(e.company_id, Value::Long)),
-            ("exchange", string(&e.exchange)),
-            ("asset_class", string(&e.asset_class)),
-            (
-                "exchange_timestamp",
-                Value::TimestampMicros(e.exchange_timestamp),
-            ),
+        let mut fields = self.envelope.head();
+        fields.extend([
             ("price", self.price.to_avro()),
             ("quantity", self.quantity.to_avro()),
             ("side", opt(self.side, Side::to_avro)),
             ("qualifiers", opt(self.qualifiers.as_deref(), string)),
             ("venue", opt(self.venue.as_deref(), string)),
-            ("sequence_number", Value::Long(e.sequence_number)),
-            (
-                "ingestion_timestamp",
-                Value::TimestampMicros(e.ingestion_timestamp),
-            ),
-            ("isin", opt(e.isin.as_deref(), string)),
-            ("contract_type", opt(e.contract_type.as_deref(), string)),
-            (
-                "settlement_currency",
-                opt(e.settlement_currency.as_deref(), string),
-            ),
-            ("funding_rate", opt(e.funding_rate, Dec8::to_avro)),
-        ])
+        ]);
+        fields.extend(self.envelope.tail());
+        record(fields)
     }
 }
 
 impl Quote {
     pub fn to_avro(&self) -> Value {
-        let e = &self.envelope;
-        record(vec![
-            ("symbol", string(&e.symbol)),
-            ("company_id", opt(e.company_id, Value::Long)),
-            ("exchange", string(&e.exchange)),
-            ("asset_class", string(&e.asset_class)),
-            (
-                "exchange_timestamp",
-                Value::TimestampMicros(e.exchange_timestamp),
-            ),
+        let mut fields = self.envelope.head();
+        fields.extend([
             ("bid_price", opt(self.bid_price, Dec8::to_avro)),
             ("ask_price", opt(self.ask_price, Dec8::to_avro)),
             ("bid_size", self.bid_size.to_avro()),
             ("ask_size", self.ask_size.to_avro()),
             ("venue", opt(self.venue.as_deref(), string)),
-            ("sequence_number", Value::Long(e.sequence_number)),
-            (
-                "ingestion_timestamp",
-                Value::TimestampMicros(e.ingestion_timestamp),
-            ),
-            ("isin", opt(e.isin.as_deref(), string)),
-            ("contract_type", opt(e.contract_type.as_deref(), string)),
-            (
-                "settlement_currency",
-                opt(e.settlement_currency.as_deref(), string),
-            ),
-            ("funding_rate", opt(e.funding_rate, Dec8::to_avro)),
-        ])
+        ]);
+        fields.extend(self.envelope.tail());
+        record(fields)
     }
 }
 

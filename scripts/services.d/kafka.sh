@@ -23,6 +23,14 @@ kafka_install() {
 kafka_start() {
   if tcp_open "$KAFKA_HOST" "$KAFKA_PORT"; then
     pid_alive "$KAFKA_DIR/pid" && return 0
+    # Another K2 checkout on this machine started the same broker: share it (topics and
+    # groups are namespaced by the tests; one broker per port is all the machine has).
+    local other
+    other=$(pgrep -f "tansu broker --listener-url tcp://$KAFKA_HOST:$KAFKA_PORT" | head -n 1 || true)
+    if [[ -n $other ]]; then
+      log "kafka: using the K2 broker already running on $KAFKA_HOST:$KAFKA_PORT (pid $other, $(readlink -f /proc/"$other"/cwd))"
+      return 0
+    fi
     die "port $KAFKA_HOST:$KAFKA_PORT is taken by a process K2 did not start"
   fi
   mkdir -p "$KAFKA_DIR"

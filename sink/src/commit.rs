@@ -218,26 +218,7 @@ impl Committer {
             );
             let file_count = files.len() as u64;
             let file_bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
-            let tx = Transaction::new(&table);
-            let append = tx
-                .fast_append()
-                // File names are unique per attempt and a landed attempt is detected by
-                // its commit id, so the O(table) duplicate-file scan buys nothing.
-                .with_check_duplicate(false)
-                .add_data_files(files)
-                .set_snapshot_properties(HashMap::from([
-                    (OFFSETS_PROPERTY.to_string(), offsets.to_json()),
-                    (GROUP_PROPERTY.to_string(), self.group.clone()),
-                    (WRITER_PROPERTY.to_string(), self.writer_id.clone()),
-                    (COMMIT_ID_PROPERTY.to_string(), commit_id.clone()),
-                    (VERSION_PROPERTY.to_string(), k2_common::VERSION.to_string()),
-                ]));
-            let tx = append.apply(tx).map_err(fatal)?;
-            let pinned = PinnedCatalog {
-                inner: self.catalog.clone(),
-                table: table.clone(),
-            };
-            match tx.commit(&pinned).await {
+            match self.append(&table, files, &offsets, &commit_id).await {
                 Ok(committed) => {
                     let snapshot_id = committed
                         .metadata()
@@ -326,24 +307,7 @@ impl Committer {
             let offsets = recorded.merged(ranges.iter().filter_map(|(tp, end)| {
                 (recorded.get(tp).is_none_or(|r| r < *end)).then_some((tp, *end))
             }));
-            let tx = Transaction::new(&table);
-            let append = tx
-                .fast_append()
-                .with_check_duplicate(false)
-                .add_data_files(files)
-                .set_snapshot_properties(HashMap::from([
-                    (OFFSETS_PROPERTY.to_string(), offsets.to_json()),
-                    (GROUP_PROPERTY.to_string(), self.group.clone()),
-                    (WRITER_PROPERTY.to_string(), self.writer_id.clone()),
-                    (COMMIT_ID_PROPERTY.to_string(), commit_id.clone()),
-                    (VERSION_PROPERTY.to_string(), k2_common::VERSION.to_string()),
-                ]));
-            let tx = append.apply(tx).map_err(fatal)?;
-            let pinned = PinnedCatalog {
-                inner: self.catalog.clone(),
-                table: table.clone(),
-            };
-            match tx.commit(&pinned).await {
+            match self.append(&table, files, &offsets, &commit_id).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {}
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
@@ -354,6 +318,38 @@ impl Committer {
                 }
             }
         }
+    }
+
+    /// Appends `files` to `table` with the offsets and K2's properties in the snapshot
+    /// summary, pinned to the snapshot `table` was loaded at (a concurrent commit makes it
+    /// fail with `CatalogCommitConflicts`).
+    async fn append(
+        &self,
+        table: &Table,
+        files: Vec<DataFile>,
+        offsets: &TableOffsets,
+        commit_id: &str,
+    ) -> iceberg::Result<Table> {
+        let tx = Transaction::new(table);
+        let append = tx
+            .fast_append()
+            // File names are unique per attempt and a landed attempt is detected by its
+            // commit id, so the O(table) duplicate-file scan buys nothing.
+            .with_check_duplicate(false)
+            .add_data_files(files)
+            .set_snapshot_properties(HashMap::from([
+                (OFFSETS_PROPERTY.to_string(), offsets.to_json()),
+                (GROUP_PROPERTY.to_string(), self.group.clone()),
+                (WRITER_PROPERTY.to_string(), self.writer_id.clone()),
+                (COMMIT_ID_PROPERTY.to_string(), commit_id.to_string()),
+                (VERSION_PROPERTY.to_string(), k2_common::VERSION.to_string()),
+            ]));
+        let tx = append.apply(tx)?;
+        let pinned = PinnedCatalog {
+            inner: self.catalog.clone(),
+            table: table.clone(),
+        };
+        tx.commit(&pinned).await
     }
 
     fn finish(

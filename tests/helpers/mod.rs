@@ -28,6 +28,37 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A fresh environment (ASX on 3 partitions, 2 s commits) with the ASX sample replayed
+/// into it by `k2-feed replay` plus `extra` arguments; the feed's output.
+pub fn replay_asx(extra: &[&str]) -> (TestEnv, Output) {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(3, 1);
+    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
+    env.create_topics();
+    let dir = asx_dir();
+    let mut args = vec![
+        "replay",
+        "--asx-dir",
+        dir.to_str().unwrap(),
+        "--exchange",
+        &env.asx,
+    ];
+    args.extend_from_slice(extra);
+    let out = env.run("k2-feed", &args);
+    assert!(out.status.success(), "k2-feed replay: {}", stderr(&out));
+    (env, out)
+}
+
+/// A small multi-threaded runtime for a test's async calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// The real ASX sample (read in place, never copied into the repo): `K2_ASX_DIR`, else
 /// `shared/data/asx-2014` beside the checkout or beside any of its parent directories.
 pub fn asx_dir() -> PathBuf {
