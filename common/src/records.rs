@@ -199,7 +199,10 @@ impl Envelope {
             ("company_id", opt(self.company_id, Value::Long)),
             ("exchange", string(&self.exchange)),
             ("asset_class", string(&self.asset_class)),
-            ("exchange_timestamp", Value::TimestampMicros(self.exchange_timestamp)),
+            (
+                "exchange_timestamp",
+                Value::TimestampMicros(self.exchange_timestamp),
+            ),
         ]
     }
 
@@ -207,10 +210,16 @@ impl Envelope {
     fn tail(&self) -> Vec<(&'static str, Value)> {
         vec![
             ("sequence_number", Value::Long(self.sequence_number)),
-            ("ingestion_timestamp", Value::TimestampMicros(self.ingestion_timestamp)),
+            (
+                "ingestion_timestamp",
+                Value::TimestampMicros(self.ingestion_timestamp),
+            ),
             ("isin", opt(self.isin.as_deref(), string)),
             ("contract_type", opt(self.contract_type.as_deref(), string)),
-            ("settlement_currency", opt(self.settlement_currency.as_deref(), string)),
+            (
+                "settlement_currency",
+                opt(self.settlement_currency.as_deref(), string),
+            ),
             ("funding_rate", opt(self.funding_rate, Dec8::to_avro)),
         ]
     }
