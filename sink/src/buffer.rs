@@ -96,6 +96,9 @@ pub struct Buffer {
     sequence_events: Vec<RecordBatch>,
     progress: HashMap<TopicPartition, Progress>,
     records: usize,
+    /// Records handled since the last seal, including those still in a decoder or
+    /// dead-lettered: what the commit policy counts.
+    handled: usize,
     bytes: usize,
     oldest: Option<Instant>,
 }
@@ -103,6 +106,11 @@ pub struct Buffer {
 impl Buffer {
     pub fn records(&self) -> usize {
         self.records
+    }
+
+    /// Records handled since the last seal (decoded or not yet).
+    pub fn handled_records(&self) -> usize {
+        self.handled
     }
 
     pub fn bytes(&self) -> usize {
@@ -129,6 +137,7 @@ impl Buffer {
             }
         }
         self.bytes += bytes;
+        self.handled += 1;
         self.oldest.get_or_insert_with(Instant::now);
     }
 
@@ -143,7 +152,7 @@ impl Buffer {
 
     /// Which limit of the policy, if any, says it is time to commit.
     pub fn due(&self, policy: &CommitPolicy) -> Option<SealReason> {
-        if self.records as u64 >= policy.max_records {
+        if self.handled as u64 >= policy.max_records {
             Some(SealReason::Records)
         } else if self.bytes as u64 >= policy.max_bytes.as_u64() {
             Some(SealReason::Bytes)
@@ -177,11 +186,14 @@ impl Buffer {
             .collect();
         // Bytes are an estimate for the policy; scale them with the rows kept.
         if self.records > 0 {
-            self.bytes = (self.bytes as u128 * records as u128 / self.records as u128) as usize;
+            let scale = |v: usize| (v as u128 * records as u128 / self.records as u128) as usize;
+            self.bytes = scale(self.bytes);
+            self.handled = scale(self.handled);
         }
         self.records = records;
         if self.progress.is_empty() {
             self.bytes = 0;
+            self.handled = 0;
             self.oldest = None;
         }
     }
@@ -234,6 +246,7 @@ impl Buffer {
             bytes: self.bytes,
         };
         self.records = 0;
+        self.handled = 0;
         self.bytes = 0;
         self.oldest = None;
         job
