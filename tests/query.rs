@@ -320,3 +320,51 @@ fn shell_errors_are_clear_and_exit_non_zero() {
         stderr(&out)
     );
 }
+
+#[test]
+fn backtest_questions_over_the_asx_sample() {
+    use arrow::datatypes::Int64Type;
+    let env = replayed_env();
+    let rt = k2_tests::runtime();
+    let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
+    let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
+    let range = k2_query::Range {
+        exchange: env.asx.clone(),
+        symbols: vec!["BHP".into(), "DVN".into()],
+        from: "2014-03-11T00:00:00Z".parse().unwrap(),
+        to: "2014-03-12T00:00:00Z".parse().unwrap(),
+    };
+    let rows = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
+    let trades = rt.block_on(session.trades_in(&range)).unwrap();
+    let joined = rt.block_on(session.trades_with_quotes(&range)).unwrap();
+    assert!(rows(&trades) > 1000);
+    assert_eq!(rows(&joined), rows(&trades), "one row per trade");
+    // The prevailing quote is never after the trade.
+    for b in &joined {
+        let t = b["exchange_timestamp"].as_primitive::<TimestampMicrosecondType>();
+        let q = b["quote_time"].as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            if arrow::array::Array::is_valid(q, i) {
+                assert!(q.value(i) <= t.value(i));
+            }
+        }
+    }
+    let quotes = rt.block_on(session.quotes_in(&range)).unwrap();
+    let stats = rt.block_on(session.spread_stats(&range)).unwrap();
+    let both_sides: i64 = stats
+        .iter()
+        .map(|b| {
+            (0..b.num_rows())
+                .map(|i| b["quotes"].as_primitive::<Int64Type>().value(i))
+                .sum::<i64>()
+        })
+        .sum();
+    assert!(both_sides > 0 && both_sides as usize <= rows(&quotes));
+    let daily = rt.block_on(session.daily_summary(&range)).unwrap();
+    // 2014-03-11 UTC spans two Sydney trading days (the 11th from 13:00 UTC).
+    assert!(
+        rows(&daily) >= 2,
+        "{}",
+        arrow::util::pretty::pretty_format_batches(&daily).unwrap()
+    );
+}

@@ -15,11 +15,13 @@
 pub mod lakehouse;
 pub mod ohlcv;
 pub mod plan;
+pub mod questions;
 pub mod session;
 pub mod snapshot;
 
 pub use lakehouse::Lakehouse;
 pub use ohlcv::{Interval, OhlcvRequest, TimeZoneChoice};
+pub use questions::Range;
 pub use session::Session;
 pub use snapshot::{Pin, Pinned, SnapshotInfo};
 
