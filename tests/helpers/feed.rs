@@ -172,8 +172,25 @@ pub fn quote_record(topic: &str, q: &Quote) -> Raw {
     }
 }
 
-/// `n` trades for `exchange`, round-robin over `symbols`, with per-symbol sequence numbers
-/// starting at `first_seq`.
+/// `n` records round-robin over `symbols`, with per-symbol sequence numbers starting at
+/// `first_seq`; `make(symbol, seq)` builds each.
+fn round_robin<T>(
+    symbols: &[&str],
+    first_seq: i64,
+    n: usize,
+    make: impl Fn(&str, i64) -> T,
+) -> Vec<T> {
+    (0..n)
+        .map(|i| {
+            make(
+                symbols[i % symbols.len()],
+                first_seq + (i / symbols.len()) as i64,
+            )
+        })
+        .collect()
+}
+
+/// `n` trades for `exchange` on `topic` (see [`round_robin`]).
 pub fn trades(
     topic: &str,
     exchange: &str,
@@ -182,16 +199,13 @@ pub fn trades(
     first_seq: i64,
     n: usize,
 ) -> Vec<(Raw, Trade)> {
-    (0..n)
-        .map(|i| {
-            let symbol = symbols[i % symbols.len()];
-            let seq = first_seq + (i / symbols.len()) as i64;
-            let t = trade(exchange, asset_class, symbol, seq);
-            (trade_record(topic, &t), t)
-        })
-        .collect()
+    round_robin(symbols, first_seq, n, |symbol, seq| {
+        let t = trade(exchange, asset_class, symbol, seq);
+        (trade_record(topic, &t), t)
+    })
 }
 
+/// `n` quotes for `exchange` on `topic` (see [`round_robin`]).
 pub fn quotes(
     topic: &str,
     exchange: &str,
@@ -200,14 +214,10 @@ pub fn quotes(
     first_seq: i64,
     n: usize,
 ) -> Vec<(Raw, Quote)> {
-    (0..n)
-        .map(|i| {
-            let symbol = symbols[i % symbols.len()];
-            let seq = first_seq + (i / symbols.len()) as i64;
-            let q = quote(exchange, asset_class, symbol, seq);
-            (quote_record(topic, &q), q)
-        })
-        .collect()
+    round_robin(symbols, first_seq, n, |symbol, seq| {
+        let q = quote(exchange, asset_class, symbol, seq);
+        (quote_record(topic, &q), q)
+    })
 }
 
 /// A dead letter as read back from the dead-letter topic.
