@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k2_tests::{TestEnv, ensure_services, feed, stdout, tables};
+use k2_tests::{TestEnv, feed, stdout, tables};
 
 /// `key=value` pairs of the feed's summary line.
 fn summary(out: &str) -> BTreeMap<String, String> {
@@ -61,11 +61,7 @@ fn replaying_the_asx_sample_lands_every_row_with_utc_times() {
 
 #[test]
 fn synthetic_faults_match_the_dead_letters_and_rows() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 2);
-    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
-    env.create_topics();
+    let env = TestEnv::ready(2, 2, "1s");
     let out = env.run(
         "k2-feed",
         &[
@@ -133,11 +129,7 @@ fn sequence_counts(log: &str) -> BTreeMap<String, u64> {
 
 #[test]
 fn injected_gaps_and_duplicates_are_classified_exactly() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 2);
-    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
-    env.create_topics();
+    let env = TestEnv::ready(2, 2, "1s");
     let out = env.run(
         "k2-feed",
         &[

@@ -168,11 +168,7 @@ fn ohlcv_matches_an_independent_computation_from_the_csv() {
 #[test]
 fn time_travel_pins_every_table_and_pruning_reads_one_day() {
     use k2_tests::feed::{self, Feed};
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
-    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
-    env.create_topics();
+    let env = TestEnv::ready(2, 1, "1s");
     let rt = k2_tests::runtime();
     let feed = Feed::new();
     let topic = env.topic(&env.asx, "trades");

@@ -50,7 +50,7 @@ fn registry_path_end_to_end() {
     let out = std::process::Command::new(&python)
         .arg(k2_tests::repo_root().join("tests/registry/produce_with_confluent_kafka.py"))
         .args([
-            BOOTSTRAP,
+            BOOTSTRAP.as_str(),
             &registry.url,
             &topic,
             "market.equities.trades-value",

@@ -171,11 +171,7 @@ fn check_files(scanned: &Scanned) {
 
 #[test]
 fn lands_every_record_once_with_values_partitions_and_sort_order() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(3, 2);
-    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
-    env.create_topics();
+    let env = TestEnv::ready(3, 2, "1s");
     let rt = k2_tests::runtime();
     let feed = Feed::new();
 
@@ -797,7 +793,7 @@ fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {
 
     // The consumer group's offsets were committed after the table commit.
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", k2_tests::BOOTSTRAP)
+        .set("bootstrap.servers", k2_tests::BOOTSTRAP.as_str())
         .set("group.id", &env.group)
         .create()
         .unwrap();
@@ -1097,11 +1093,7 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
 #[test]
 fn a_gap_spanning_a_restart_is_reported() {
     use arrow::array::Array;
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
-    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
-    env.create_topics();
+    let env = TestEnv::ready(2, 1, "1s");
     let rt = k2_tests::runtime();
     let feed = Feed::new();
     let topic = env.topic(&env.asx, "trades");

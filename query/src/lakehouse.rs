@@ -46,16 +46,7 @@ impl Lakehouse {
         })?;
         catalog.list_namespaces(None).await.map_err(unreachable)?;
         let timezones = TopicsConfig::load(&config.topics_file)
-            .map(|t| {
-                t.asset_classes()
-                    .values()
-                    .flat_map(|ac| {
-                        ac.exchanges
-                            .iter()
-                            .map(|(code, ex)| (code.clone(), ex.tz()))
-                    })
-                    .collect()
-            })
+            .map(|t| t.timezones())
             .unwrap_or_default();
         Ok(Lakehouse {
             catalog,

@@ -130,7 +130,7 @@ pub struct Sink {
     sequences: SequenceTracker,
     sequence_warmup: Duration,
     events_schema: arrow_schema::SchemaRef,
-    timezones: HashMap<String, chrono_tz::Tz>,
+    timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
     exchanges: TopicNames,
     anomaly_log: LogBudget,
 }
@@ -143,7 +143,7 @@ impl Sink {
         catalog: Arc<dyn Catalog>,
         topics: &[TopicName],
         mode: Mode,
-        timezones: HashMap<String, chrono_tz::Tz>,
+        timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
         runtime: tokio::runtime::Handle,
         metrics: Metrics,
     ) -> Result<Self, SinkError> {
@@ -642,7 +642,8 @@ impl Sink {
             return;
         };
         let evictions_before = self.sequences.evictions();
-        let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
+        // Keyed by the topic as the batch holds it: no allocation per row.
+        let mut counts: HashMap<(&str, &'static str), u64> = HashMap::new();
         let mut events = SequenceEventRows::default();
         for i in 0..batch.num_rows() {
             let ex = exchange.value(i);
@@ -657,9 +658,7 @@ impl Sink {
             let o = self
                 .sequences
                 .observe(&key, actual, day, partition.value(i));
-            *counts
-                .entry((topic.value(i).to_string(), o.kind.as_str()))
-                .or_default() += 1;
+            *counts.entry((topic.value(i), o.kind.as_str())).or_default() += 1;
             if let SequenceKind::Gap { size } = o.kind {
                 self.metrics
                     .sequence_gap_size
@@ -695,7 +694,7 @@ impl Sink {
         }
         for ((topic, kind), n) in counts {
             *self.summary.sequence.entry(kind).or_default() += n;
-            let t = Metrics::topic_labels(&topic);
+            let t = Metrics::topic_labels(topic);
             self.metrics
                 .sequence_events
                 .get_or_create(&SequenceLabels {
@@ -723,9 +722,14 @@ impl Sink {
     fn warm_up_sequences(&mut self, assigned: &TopicPartitionList) {
         let started = Instant::now();
         let mut by_type: HashMap<DataType, HashSet<TopicPartition>> = HashMap::new();
+        let all: Vec<TopicPartition> = assigned
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        self.forget_sequences(&all);
         for e in assigned.elements() {
             let tp = TopicPartition::new(e.topic(), e.partition());
-            self.forget_sequences(&tp);
             if let Some(info) = self.topics.get(e.topic())
                 && info.data_type != DataType::ReferenceData
             {
@@ -768,12 +772,17 @@ impl Sink {
         );
     }
 
-    /// The tracker's state for instruments of `tp` is about to be re-read: forget it.
-    fn forget_sequences(&mut self, tp: &TopicPartition) {
-        if let Ok(t) = tp.topic.parse::<TopicName>() {
-            self.sequences
-                .forget_partition(t.exchange(), t.data_type(), tp.partition);
-        }
+    /// The instruments of these partitions are about to be re-read: forget their state
+    /// (one pass over the tracker for the whole set).
+    fn forget_sequences<'a>(&mut self, partitions: impl IntoIterator<Item = &'a TopicPartition>) {
+        let set: HashSet<(String, DataType, i32)> = partitions
+            .into_iter()
+            .filter_map(|tp| {
+                let t = tp.topic.parse::<TopicName>().ok()?;
+                Some((t.exchange().to_string(), t.data_type(), tp.partition))
+            })
+            .collect();
+        self.sequences.forget_partitions(&set);
     }
 
     fn flush_decoders(&mut self) -> Result<(), SinkError> {
@@ -878,7 +887,7 @@ impl Sink {
     fn reseek(&mut self, tp: &TopicPartition, recorded: Option<i64>) -> Result<(), SinkError> {
         self.flush_decoders()?;
         self.buffer.drop_partitions(&HashSet::from([tp.clone()]));
-        self.forget_sequences(tp);
+        self.forget_sequences([tp]);
         let epoch = self.new_epoch();
         let Some(state) = self.partitions.get_mut(tp) else {
             return Ok(());
@@ -910,8 +919,8 @@ impl Sink {
                     self.buffer.drop_partitions(&set);
                     for tp in &set {
                         self.partitions.remove(tp);
-                        self.forget_sequences(tp);
                     }
+                    self.forget_sequences(&set);
                 }
                 RebalanceEvent::Assigned(assigned) => {
                     self.assigned_once = true;

@@ -115,14 +115,7 @@ fn main() -> ExitCode {
     } else {
         Mode::Continuous
     };
-    let timezones = topics
-        .iter()
-        .filter_map(|t| {
-            let (_, spec) = topics_config.exchange(t.exchange())?;
-            Some((t.exchange().to_string(), spec.tz()))
-        })
-        .collect();
-    match run(&config, &topics, timezones, mode, &runtime) {
+    match run(&config, &topics, topics_config.timezones(), mode, &runtime) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "k2-sink failed");
@@ -135,7 +128,7 @@ fn main() -> ExitCode {
 fn run(
     config: &K2Config,
     topics: &[k2_common::topic::TopicName],
-    timezones: std::collections::HashMap<String, chrono_tz::Tz>,
+    timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
     mode: Mode,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {

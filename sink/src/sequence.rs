@@ -187,14 +187,21 @@ impl SequenceTracker {
         );
     }
 
-    /// Forgets instruments last advanced from this partition of this exchange's data
-    /// type: its records are about to be read again (revoked, or fenced and re-read).
-    pub fn forget_partition(&mut self, exchange: &str, data_type: DataType, partition: i32) {
+    /// Forgets instruments last advanced from any of these (exchange, data type,
+    /// partition): their records are about to be read again (revoked, assigned anew, or
+    /// fenced and re-read). One pass over the tracker whatever the number of partitions.
+    pub fn forget_partitions(
+        &mut self,
+        partitions: &std::collections::HashSet<(String, DataType, i32)>,
+    ) {
+        if partitions.is_empty() || self.entries.is_empty() {
+            return;
+        }
         let stale: Vec<InstrumentKey> = self
             .entries
             .iter()
             .filter(|(k, v)| {
-                k.data_type == data_type && &*k.exchange == exchange && v.partition == partition
+                partitions.contains(&(k.exchange.to_string(), k.data_type, v.partition))
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -361,7 +368,7 @@ mod tests {
         let mut t = tracker(10);
         t.observe(&key("A"), 1, day(10), 0);
         t.observe(&key("B"), 1, day(10), 1);
-        t.forget_partition("asx", DataType::Trades, 1);
+        t.forget_partitions(&[("asx".to_string(), DataType::Trades, 1)].into());
         assert_eq!(t.len(), 1);
         assert_eq!(
             t.observe(&key("B"), 2, day(10), 1).kind,

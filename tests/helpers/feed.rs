@@ -42,7 +42,7 @@ impl Default for Feed {
 impl Feed {
     pub fn new() -> Self {
         let producer = ClientConfig::new()
-            .set("bootstrap.servers", BOOTSTRAP)
+            .set("bootstrap.servers", BOOTSTRAP.as_str())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -237,7 +237,7 @@ impl DeadLetter {
 /// Every record of `topic` (one partition) up to its high watermark.
 pub fn read_dead_letters(topic: &str) -> Vec<DeadLetter> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BOOTSTRAP)
+        .set("bootstrap.servers", BOOTSTRAP.as_str())
         .set("group.id", crate::unique("dlq-reader"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

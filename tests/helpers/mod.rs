@@ -16,7 +16,14 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
-pub const BOOTSTRAP: &str = "127.0.0.1:9092";
+/// The broker the tests use: `127.0.0.1:$K2_KAFKA_PORT` (`scripts/test` gives the tests a
+/// broker of their own on 19092, started empty each run), else the default 9092.
+pub static BOOTSTRAP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "127.0.0.1:{}",
+        std::env::var("K2_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
+    )
+});
 
 /// Loading a config reads `K2_*` variables; tests that set them take this lock.
 pub static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -31,11 +38,7 @@ pub fn repo_root() -> PathBuf {
 /// A fresh environment (ASX on 3 partitions, 2 s commits) with the ASX sample replayed
 /// into it by `k2-feed replay` plus `extra` arguments; the feed's output.
 pub fn replay_asx(extra: &[&str]) -> (TestEnv, Output) {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(3, 1);
-    env.var("K2_SINK__COMMIT__INTERVAL", "2s");
-    env.create_topics();
+    let env = TestEnv::ready(3, 1, "2s");
     let dir = asx_dir();
     let mut args = vec![
         "replay",
@@ -199,10 +202,11 @@ impl TestEnv {
             format!(
                 "state_dir = \"state\"\ntopics_file = \"topics.yaml\"\n\
                  [schemas]\ndir = \"{schemas}\"\n\
-                 [kafka]\nbootstrap_servers = \"{BOOTSTRAP}\"\ngroup_id = \"{group}\"\n\
+                 [kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\
                  [sink]\ndead_letter_topic = \"{dead_letter_topic}\"\n\
                  [metrics]\naddress = \"127.0.0.1:0\"\n",
                 schemas = repo_root().join("schemas").display(),
+                bootstrap = BOOTSTRAP.as_str(),
             ),
         )
         .unwrap();
@@ -216,6 +220,17 @@ impl TestEnv {
             group,
             vars: Vec::new(),
         }
+    }
+
+    /// The usual start of a test: services up, a fresh environment with these partition
+    /// counts and commit interval, its topics created.
+    pub fn ready(asx: usize, binance: usize, commit_interval: &str) -> Self {
+        ensure_services();
+        let mut env = TestEnv::new();
+        env.set_partitions(asx, binance);
+        env.var("K2_SINK__COMMIT__INTERVAL", commit_interval);
+        env.create_topics();
+        env
     }
 
     /// Sets the partition counts of the two exchanges (the shipped 30/40 make tests slow).
@@ -381,7 +396,7 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn admin() -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
-        .set("bootstrap.servers", BOOTSTRAP)
+        .set("bootstrap.servers", BOOTSTRAP.as_str())
         .create()
         .expect("admin client")
 }

@@ -195,6 +195,18 @@ impl TopicsConfig {
         &self.asset_classes
     }
 
+    /// Every exchange code with its time zone.
+    pub fn timezones(&self) -> BTreeMap<String, chrono_tz::Tz> {
+        self.asset_classes
+            .values()
+            .flat_map(|ac| {
+                ac.exchanges
+                    .iter()
+                    .map(|(code, ex)| (code.clone(), ex.tz()))
+            })
+            .collect()
+    }
+
     pub fn data_types(&self) -> &BTreeMap<DataType, DataTypeSpec> {
         &self.data_types
     }
