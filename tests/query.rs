@@ -9,7 +9,7 @@ use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Australia::Sydney;
 
-use k2_query::{Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
+use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
 use k2_tests::{TestEnv, asx_dir, ensure_services, stderr, stdout};
 
 /// One bar as the test computes it: open, high, low, close, volume (1e-8 units), trades.
@@ -141,6 +141,7 @@ fn ohlcv_matches_an_independent_computation_from_the_csv() {
                 from: "2014-03-01T00:00:00Z".parse().unwrap(),
                 to: "2014-04-01T00:00:00Z".parse().unwrap(),
                 tz,
+                fill: Fill::Omit,
             };
             let got = actual_bars(&rt.block_on(session.ohlcv(&req)).unwrap());
             let want = expected_bars(&csv, width, local);
@@ -163,6 +164,92 @@ fn ohlcv_matches_an_independent_computation_from_the_csv() {
             }
         }
     }
+}
+
+/// Filled forward, as typed rows: every minute from the first trade to the end of the
+/// range; a minute without trades repeats the last close with volume 0 and no VWAP.
+#[test]
+fn ohlcv_fills_forward_as_typed_rows() {
+    let env = replayed_env();
+    let csv = std::fs::read_to_string(asx_dir().join("trades/7078.csv")).unwrap();
+    let rt = k2_tests::runtime();
+    let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
+    let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
+    // The sample's week is 10–14 March 2014 (Sydney): its first two UTC days.
+    let from: DateTime<Utc> = "2014-03-09T00:00:00Z".parse().unwrap();
+    let to: DateTime<Utc> = "2014-03-11T00:00:00Z".parse().unwrap();
+    let req = OhlcvRequest {
+        symbols: vec!["BHP".into()],
+        exchange: env.asx.clone(),
+        interval: "1m".parse::<Interval>().unwrap(),
+        from,
+        to,
+        tz: TimeZoneChoice::Utc,
+        fill: Fill::Forward,
+    };
+    let got = rt.block_on(session.ohlcv_bars(&req)).unwrap();
+    let want: BTreeMap<i64, Bar> = expected_bars(&csv, 60, false)
+        .into_iter()
+        .filter(|(start, _)| (from.timestamp_micros()..to.timestamp_micros()).contains(start))
+        .collect();
+    let (&first, _) = want.first_key_value().expect("trades in the range");
+    let minutes = (to.timestamp_micros() - first) / 60_000_000;
+    assert_eq!(
+        got.len() as i64,
+        minutes,
+        "one row per minute from the first trade"
+    );
+    let mut last_close = 0;
+    for (i, bar) in got.iter().enumerate() {
+        let start = first + i as i64 * 60_000_000;
+        assert_eq!(bar.bucket_start.timestamp_micros(), start);
+        assert_eq!(bar.symbol, "BHP");
+        let row = (
+            bar.open.0,
+            bar.high.0,
+            bar.low.0,
+            bar.close.0,
+            bar.volume.0,
+            bar.trades,
+        );
+        match want.get(&start) {
+            Some(w) => {
+                assert_eq!(
+                    row,
+                    (w.open, w.high, w.low, w.close, w.volume, w.trades),
+                    "{start}"
+                );
+                assert!(bar.vwap.is_some());
+                last_close = w.close;
+            }
+            None => {
+                assert_eq!(
+                    row,
+                    (last_close, last_close, last_close, last_close, 0, 0),
+                    "{start}"
+                );
+                assert_eq!(bar.vwap, None);
+            }
+        }
+    }
+    // Typed rows from plain SQL too.
+    #[derive(serde::Deserialize)]
+    struct Count {
+        symbol: String,
+        n: i64,
+    }
+    let counts: Vec<Count> = session
+        .rows(
+            "SELECT symbol, count(*) AS n FROM trades WHERE symbol = ? GROUP BY symbol",
+            &[&"BHP"],
+        )
+        .unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].symbol, "BHP");
+    assert_eq!(
+        counts[0].n,
+        csv.lines().filter(|l| !l.trim().is_empty()).count() as i64
+    );
 }
 
 #[test]
@@ -294,14 +381,38 @@ fn shell_errors_are_clear_and_exit_non_zero() {
             stderr(&out)
         );
     }
-    // Read-only: no writing files outside the temp directory, no settings changes.
+    // Read-only: no writing files (outside the temp directory or into the warehouse), no
+    // settings changes; queries and EXPLAIN of queries still run.
     let outside = k2_tests::repo_root().join("must-not-be-written.csv");
-    let copy = format!("COPY (SELECT 1) TO '{}'", outside.display());
-    for sql in [copy.as_str(), "SET enable_external_access = true"] {
+    let warehouse = env.k2_config().warehouse.location.replace("file://", "");
+    let inside = std::path::Path::new(&warehouse).join("must-not-be-written.csv");
+    let copy_out = format!("COPY (SELECT 1) TO '{}'", outside.display());
+    let copy_in = format!("COPY (SELECT 1) TO '{}'", inside.display());
+    let explain_copy = format!("EXPLAIN ANALYZE {copy_in}");
+    for sql in [
+        copy_out.as_str(),
+        copy_in.as_str(),
+        explain_copy.as_str(),
+        "SET enable_external_access = true",
+        "CREATE TABLE x AS SELECT 1",
+    ] {
         let out = env.run("k2-query", &["-c", sql]);
         assert!(!out.status.success(), "{sql} should fail");
+        assert!(
+            stderr(&out).contains("read-only"),
+            "{sql}: {}",
+            stderr(&out)
+        );
     }
-    assert!(!outside.exists());
+    assert!(!outside.exists() && !inside.exists());
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM trades",
+        "DESCRIBE trades",
+        "SUMMARIZE quotes",
+    ] {
+        let out = env.run("k2-query", &["-c", sql]);
+        assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    }
     // A catalog that cannot be reached names the URL it tried.
     let mut env = env;
     env.var(

@@ -458,7 +458,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 }
 
 /// A sink configured to commit often (so kills land in and around commits) and to be
-/// declared dead quickly by the group coordinator after a kill.
+/// declared dead quickly by the group coordinator after a kill (topics not yet created).
 fn crash_env() -> TestEnv {
     let mut env = TestEnv::new();
     env.set_partitions(4, 3);
@@ -468,7 +468,6 @@ fn crash_env() -> TestEnv {
             "K2_KAFKA__PROPERTIES",
             r#"{"session.timeout.ms"="6000","heartbeat.interval.ms"="1000"}"#,
         );
-    env.create_topics();
     env
 }
 
@@ -583,14 +582,33 @@ fn wait_for_assignment(env: &TestEnv, log: &str, child: &mut std::process::Child
 /// 0 for none) and `K2_CRASH_KILLS` scale it (`scripts/crash-test`: 1M preloaded).
 #[test]
 fn kill_9_at_random_moments_loses_and_doubles_nothing() {
-    use rand::Rng;
     ensure_services();
     let env = crash_env();
-    let kills = env_usize("K2_CRASH_KILLS", 10);
-    let preload = env_usize("K2_CRASH_PRELOAD", 0);
+    env.create_topics();
+    crash_run(
+        &env,
+        env_usize("K2_CRASH_KILLS", 10),
+        env_usize("K2_CRASH_PRELOAD", 0),
+        env_usize("K2_CRASH_CHUNK", 1_000),
+    );
+}
+
+/// The same on the production storage path: the Iceberg REST catalog and an S3 warehouse
+/// (SeaweedFS), where a commit is an HTTP call that a kill can cut anywhere.
+#[test]
+fn kill_9_on_a_rest_catalog_and_s3_loses_and_doubles_nothing() {
+    ensure_services();
+    let env = crash_env();
+    env.use_rest_catalog();
+    env.create_topics();
+    crash_run(&env, 4, 0, 1_000);
+}
+
+fn crash_run(env: &TestEnv, kills: usize, preload: usize, chunk: usize) {
+    use rand::Rng;
     let mut preloaded = BTreeSet::new();
     if preload > 0 {
-        let (rt, feed, topics) = (k2_tests::runtime(), Feed::new(), feed_topics(&env));
+        let (rt, feed, topics) = (k2_tests::runtime(), Feed::new(), feed_topics(env));
         for round in 0..preload.div_ceil(20_000) {
             let n = 20_000.min(preload - round * 20_000);
             preloaded.extend(produce_round(
@@ -602,8 +620,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
             ));
         }
     }
-    let chunk = env_usize("K2_CRASH_CHUNK", 1_000);
-    let background = (chunk > 0).then(|| BackgroundFeed::start(&env, chunk, 1_000_000_000));
+    let background = (chunk > 0).then(|| BackgroundFeed::start(env, chunk, 1_000_000_000));
 
     let mut rng = rand::rng();
     let mut committed_before_kill = Vec::new();
@@ -612,7 +629,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         let mut child = env.spawn("k2-sink", &[], &log);
         // Joining takes seconds (the killed member must time out first), so the clock
         // starts at the assignment; then a random moment: reading, writing, committing.
-        wait_for_assignment(&env, &log, &mut child);
+        wait_for_assignment(env, &log, &mut child);
         // Against a large backlog the first fetch can take a while: half of the kills
         // wait for the first commit, so they land among writes and commits rather than
         // all before them.
@@ -642,8 +659,8 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         Duration::from_secs(600 + expected.len() as u64 / 1_000),
     );
 
-    let trades = rt_scan(&env, "trades");
-    let quotes = rt_scan(&env, "quotes");
+    let trades = rt_scan(env, "trades");
+    let quotes = rt_scan(env, "quotes");
     let all = Scanned {
         batches: trades.batches.into_iter().chain(quotes.batches).collect(),
         files: Vec::new(),
@@ -655,7 +672,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     );
     assert_exactly_once(&all, &expected, "after the kills");
     // The background feed's chunks leave sequence gaps; each is recorded at most once.
-    let events = rt_scan(&env, "sequence_events").lineage();
+    let events = rt_scan(env, "sequence_events").lineage();
     let unique: BTreeSet<&Key> = events.iter().collect();
     assert_eq!(
         unique.len(),
@@ -836,6 +853,7 @@ fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {
 fn two_sinks_in_one_group_one_joining_one_killed() {
     ensure_services();
     let env = crash_env();
+    env.create_topics();
     let background = BackgroundFeed::start(&env, 800, 1);
 
     let mut first = env.spawn("k2-sink", &[], "first.log");
@@ -1019,6 +1037,7 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
     ensure_services();
     let mut env = crash_env();
     env.var("K2_SINK__COMMIT__MAX_RECORDS", "2000");
+    env.create_topics();
     let background = BackgroundFeed::start(&env, 1_000, 1);
     let log = "sink.log";
     let mut child = env.spawn("k2-sink", &[], log);

@@ -49,6 +49,74 @@ impl Dec8 {
     }
 }
 
+impl std::str::FromStr for Dec8 {
+    type Err = String;
+
+    /// `-12.5`, `42`, `0.00000001`: at most 8 fractional digits (more only if zeros).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("{s:?} is not a decimal with 8 places: {why}");
+        let (negative, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return Err(bad("no digits"));
+        }
+        if !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+        {
+            return Err(bad("not a number"));
+        }
+        let frac = frac.trim_end_matches('0');
+        if frac.len() > DECIMAL_SCALE as usize {
+            return Err(bad("more than 8 fractional digits"));
+        }
+        let whole: i128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad("out of range"))?
+        };
+        let frac_units: i128 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<8}")
+                .parse()
+                .map_err(|_| bad("out of range"))?
+        };
+        let units = whole
+            .checked_mul(UNITS)
+            .and_then(|w| w.checked_add(frac_units))
+            .ok_or_else(|| bad("out of range"))?;
+        Ok(Dec8(if negative { -units } else { units }))
+    }
+}
+
+/// From decimal text (how Arrow decimals reach serde) or an integer.
+impl<'de> serde::Deserialize<'de> for Dec8 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dec8;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a decimal number with at most 8 fractional digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dec8, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dec8, E> {
+                Ok(Dec8::new(v, 0))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dec8, E> {
+                Ok(Dec8(i128::from(v) * UNITS))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 impl std::fmt::Display for Dec8 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
@@ -310,6 +378,23 @@ impl WireEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_parse_exactly() {
+        assert_eq!("42.5".parse::<Dec8>(), Ok(Dec8::new(42, 50_000_000)));
+        assert_eq!("-0.00000001".parse::<Dec8>(), Ok(Dec8(-1)));
+        assert_eq!("7".parse::<Dec8>(), Ok(Dec8::new(7, 0)));
+        assert_eq!(
+            "1.100000000000".parse::<Dec8>(),
+            Ok(Dec8::new(1, 10_000_000))
+        );
+        assert!("1.000000001".parse::<Dec8>().is_err());
+        assert!("1e5".parse::<Dec8>().is_err());
+        assert!("".parse::<Dec8>().is_err());
+        assert!("-".parse::<Dec8>().is_err());
+        let d: Dec8 = serde_json::from_str("\"123.45678901\"").unwrap();
+        assert_eq!(d.to_string(), "123.45678901");
+    }
 
     #[test]
     fn decimal_display_and_minimal_bytes() {

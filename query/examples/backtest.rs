@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 
 use k2_common::config::K2Config;
-use k2_query::{Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
+use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
 
 #[derive(Parser)]
 struct Args {
@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
             from: "1990-01-01T00:00:00Z".parse()?,
             to: as_of,
             tz: TimeZoneChoice::Utc,
+            fill: Fill::Omit,
         })
         .await
         .context("loading bars")?;

@@ -10,6 +10,7 @@ use k2_common::config::{K2Config, TopicsConfig};
 
 use crate::session::Session;
 use crate::snapshot::{self, Pin, Pinned, PinnedTable, SnapshotInfo};
+use crate::storage::WarehouseAccess;
 use crate::{QueryError, Result, TABLES};
 
 pub struct Lakehouse {
@@ -17,7 +18,7 @@ pub struct Lakehouse {
     catalog_uri: String,
     /// Exchange time zones, for bars aligned to the exchange's trading day.
     timezones: BTreeMap<String, chrono_tz::Tz>,
-    warehouse: String,
+    warehouse: WarehouseAccess,
 }
 
 impl std::fmt::Debug for Lakehouse {
@@ -52,7 +53,7 @@ impl Lakehouse {
             catalog,
             catalog_uri,
             timezones,
-            warehouse: config.warehouse.location.clone(),
+            warehouse: WarehouseAccess::from_config(config),
         })
     }
 
@@ -62,7 +63,7 @@ impl Lakehouse {
 
     /// The warehouse location (where DuckDB may read).
     pub fn warehouse(&self) -> &str {
-        &self.warehouse
+        self.warehouse.location()
     }
 
     /// The K2 tables the catalog holds, sorted.

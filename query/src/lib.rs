@@ -10,17 +10,19 @@
 //! [`Lakehouse`] connects to the catalog; [`Pin`] says which instant to read;
 //! [`Session`] is a read-only DuckDB connection with views `trades`, `quotes`,
 //! `reference_data` and `sequence_events` bound to the pinned snapshots; [`ohlcv`] builds
-//! bars.
+//! bars; [`rows`] turns results into typed rows.
 
 pub mod lakehouse;
 pub mod ohlcv;
 pub mod plan;
 pub mod questions;
+pub mod rows;
 pub mod session;
 pub mod snapshot;
+mod storage;
 
 pub use lakehouse::Lakehouse;
-pub use ohlcv::{Interval, OhlcvRequest, TimeZoneChoice};
+pub use ohlcv::{Bar, Fill, Interval, OhlcvRequest, TimeZoneChoice};
 pub use questions::Range;
 pub use session::Session;
 pub use snapshot::{Pin, Pinned, SnapshotInfo};
@@ -50,6 +52,10 @@ pub enum QueryError {
     UnknownSnapshot { table: String, snapshot_id: i64 },
     #[error("{0}")]
     Sql(String),
+    #[error(
+        "k2-query sessions are read-only: {0} is not a query (SELECT, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN)"
+    )]
+    ReadOnly(String),
     #[error("{0}")]
     Invalid(String),
 }

@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 use clap::{Parser, ValueEnum};
 
 use k2_common::config::K2Config;
-use k2_query::{Interval, Lakehouse, OhlcvRequest, Pin, Session, TimeZoneChoice};
+use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, Session, TimeZoneChoice};
 
 #[derive(Parser)]
 #[command(
@@ -209,7 +209,8 @@ const HELP: &str = "\
 .snapshots <table>              history: id, committed at, operation, records, Kafka offsets
 .asof <timestamp>|now           pin every table to an instant (or back to the latest)
 .ohlcv <symbol> <interval> <from> <to> [--exchange <ex>] [--tz exchange|utc]
-                                bars: bucket_start, open, high, low, close, volume, vwap, trades
+       [--fill none|forward]    bars: bucket_start, open, high, low, close, volume, vwap, trades
+                                (forward: empty buckets carry the last close, volume 0)
 .timer on|off                   print how long each statement took
 .help                           this text
 Anything else is SQL over the views trades, quotes, reference_data, sequence_events.";
@@ -275,12 +276,15 @@ impl Shell {
             ["ohlcv", symbol, interval, from, to, rest @ ..] => {
                 let mut exchange = None;
                 let mut tz = TimeZoneChoice::Utc;
+                let mut fill = Fill::Omit;
                 let mut it = rest.iter();
                 while let Some(flag) = it.next() {
                     match (*flag, it.next()) {
                         ("--exchange", Some(ex)) => exchange = Some(ex.to_string()),
                         ("--tz", Some(&"exchange")) => tz = TimeZoneChoice::Exchange,
                         ("--tz", Some(&"utc")) => tz = TimeZoneChoice::Utc,
+                        ("--fill", Some(&"forward")) => fill = Fill::Forward,
+                        ("--fill", Some(&"none")) => fill = Fill::Omit,
                         (other, _) => bail!(".ohlcv: unexpected {other:?}; see .help"),
                     }
                 }
@@ -295,6 +299,7 @@ impl Shell {
                     from: parse_instant(from)?,
                     to: parse_instant(to)?,
                     tz,
+                    fill,
                 };
                 let batches = self.runtime.block_on(self.session.ohlcv(&req))?;
                 let projected: Vec<RecordBatch> = batches

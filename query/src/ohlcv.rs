@@ -9,9 +9,13 @@ use std::str::FromStr;
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use k2_common::records::Dec8;
 
 use crate::plan::Filter;
 use crate::session::{Session, read_parquet};
+use crate::storage::literal;
 use crate::{QueryError, Result};
 
 /// A bar width `N{s,m,h,d}`, e.g. `1m`, `15m`, `1h`, `1d`.
@@ -66,6 +70,17 @@ impl Interval {
         };
         format!("INTERVAL '{} {unit}'", self.count)
     }
+
+    /// The width in seconds.
+    pub fn seconds(self) -> i64 {
+        let unit = match self.unit {
+            IntervalUnit::Second => 1,
+            IntervalUnit::Minute => 60,
+            IntervalUnit::Hour => 3600,
+            IntervalUnit::Day => 86_400,
+        };
+        i64::from(self.count) * unit
+    }
 }
 
 /// Where bucket boundaries fall.
@@ -78,6 +93,18 @@ pub enum TimeZoneChoice {
     Exchange,
 }
 
+/// What happens to a bucket without trades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fill {
+    /// No row.
+    #[default]
+    Omit,
+    /// A row carrying the previous bar's close as open, high, low and close, with volume
+    /// and trades 0 and VWAP null. Only after the symbol's first trade in the range: there
+    /// is nothing to carry before it.
+    Forward,
+}
+
 #[derive(Debug, Clone)]
 pub struct OhlcvRequest {
     pub symbols: Vec<String>,
@@ -86,12 +113,34 @@ pub struct OhlcvRequest {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub tz: TimeZoneChoice,
+    pub fill: Fill,
 }
 
+/// One bar, for [`Session::ohlcv_bars`]: prices and volumes as exact decimals.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Bar {
+    pub symbol: String,
+    /// Start of the bucket (UTC).
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub bucket_start: DateTime<Utc>,
+    pub open: Dec8,
+    pub high: Dec8,
+    pub low: Dec8,
+    pub close: Dec8,
+    pub volume: Dec8,
+    /// None for a filled-forward bucket (no trades).
+    pub vwap: Option<Dec8>,
+    pub trades: i64,
+}
+
+/// The most buckets a filled-forward request may produce (symbols × buckets): a 1s grid
+/// over a year would otherwise be built silently.
+const MAX_FILLED_BUCKETS: i64 = 20_000_000;
+
 impl Session {
-    /// Bars for the request, ordered by symbol and bucket; empty buckets omitted. Columns:
-    /// `symbol`, `bucket_start` (UTC), `open`, `high`, `low`, `close`, `volume`, `vwap`,
-    /// `trades`.
+    /// Bars for the request, ordered by symbol and bucket (empty buckets omitted unless
+    /// `fill` says otherwise). Columns: `symbol`, `bucket_start` (UTC), `open`, `high`,
+    /// `low`, `close`, `volume`, `vwap`, `trades`.
     pub async fn ohlcv(&self, req: &OhlcvRequest) -> Result<Vec<RecordBatch>> {
         if req.symbols.is_empty() {
             return Err(QueryError::Invalid(
@@ -107,6 +156,16 @@ impl Session {
                 req.from, req.to
             )));
         }
+        if req.fill == Fill::Forward {
+            let buckets = (req.to - req.from).num_seconds() / req.interval.seconds() + 1;
+            if buckets.saturating_mul(req.symbols.len() as i64) > MAX_FILLED_BUCKETS {
+                return Err(QueryError::Invalid(format!(
+                    "filling forward {} symbol(s) over {buckets} buckets is more than \
+                     {MAX_FILLED_BUCKETS} rows: narrow the range or widen the interval",
+                    req.symbols.len()
+                )));
+            }
+        }
         let filter = Filter {
             exchange: Some(req.exchange.clone()),
             symbols: req.symbols.clone(),
@@ -117,29 +176,27 @@ impl Session {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let bucket = match req.tz {
-            TimeZoneChoice::Utc => format!(
-                "time_bucket({}, exchange_timestamp, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
-                req.interval.sql()
-            ),
-            TimeZoneChoice::Exchange => {
-                let tz = self.timezone(&req.exchange).ok_or_else(|| {
+        let tz = match req.tz {
+            TimeZoneChoice::Utc => "UTC".to_string(),
+            TimeZoneChoice::Exchange => self
+                .timezone(&req.exchange)
+                .ok_or_else(|| {
                     QueryError::Invalid(format!(
                         "exchange {:?} has no time zone in topics.yaml",
                         req.exchange
                     ))
-                })?;
-                // Buckets of local time, aligned to local midnight, as UTC instants.
-                format!(
-                    "time_bucket({}, exchange_timestamp, '{}')",
-                    req.interval.sql(),
-                    tz.name()
-                )
-            }
+                })?
+                .name()
+                .to_string(),
         };
-        let sql = format!(
+        // Buckets are cut in local wall-clock time (aligned to local midnight), then
+        // turned back into UTC instants; for UTC the two are the same.
+        let tz = literal(&tz);
+        let interval = req.interval.sql();
+        let bars = format!(
             "SELECT symbol,
-                    {bucket} AS bucket_start,
+                    time_bucket({interval}, timezone({tz}, exchange_timestamp),
+                                TIMESTAMP '2000-01-01') AS local_bucket,
                     arg_min(price, (exchange_timestamp, sequence_number)) AS open,
                     max(price) AS high,
                     min(price) AS low,
@@ -152,18 +209,59 @@ impl Session {
                AND list_contains(string_split(?, ','), symbol)
                AND exchange_timestamp >= CAST(? AS TIMESTAMPTZ)
                AND exchange_timestamp < CAST(? AS TIMESTAMPTZ)
-             GROUP BY ALL
-             ORDER BY symbol, bucket_start",
+             GROUP BY ALL",
             src = read_parquet(&files),
         );
+        let sql = match req.fill {
+            Fill::Omit => format!(
+                "WITH bars AS ({bars})
+                 SELECT symbol, timezone({tz}, local_bucket) AS bucket_start,
+                        open, high, low, close, volume, vwap, trades
+                 FROM bars ORDER BY symbol, bucket_start"
+            ),
+            Fill::Forward => format!(
+                "WITH bars AS ({bars}),
+                 grid AS (
+                     SELECT s.symbol, g.range AS local_bucket
+                     FROM (SELECT DISTINCT symbol FROM bars) s,
+                          range(time_bucket({interval},
+                                            timezone({tz}, CAST(? AS TIMESTAMPTZ)),
+                                            TIMESTAMP '2000-01-01'),
+                                timezone({tz}, CAST(? AS TIMESTAMPTZ)),
+                                {interval}) g),
+                 filled AS (
+                     SELECT g.symbol, g.local_bucket, b.open, b.high, b.low, b.close,
+                            b.volume, b.vwap, b.trades,
+                            last_value(b.close IGNORE NULLS) OVER (
+                                PARTITION BY g.symbol ORDER BY g.local_bucket
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS carried
+                     FROM grid g LEFT JOIN bars b USING (symbol, local_bucket))
+                 SELECT symbol, timezone({tz}, local_bucket) AS bucket_start,
+                        coalesce(open, carried) AS open, coalesce(high, carried) AS high,
+                        coalesce(low, carried) AS low, coalesce(close, carried) AS close,
+                        coalesce(volume, 0) AS volume, vwap, coalesce(trades, 0) AS trades
+                 FROM filled WHERE carried IS NOT NULL
+                 ORDER BY symbol, bucket_start"
+            ),
+        };
         let symbols = req.symbols.join(",");
         let from = req.from.to_rfc3339();
         let to = req.to.to_rfc3339();
         let mut stmt = self.connection().prepare(&sql)?;
-        let batches: Vec<RecordBatch> = stmt
-            .query_arrow(duckdb::params![req.exchange, symbols, from, to])?
-            .collect();
+        let batches: Vec<RecordBatch> = match req.fill {
+            Fill::Omit => stmt
+                .query_arrow(duckdb::params![req.exchange, symbols, from, to])?
+                .collect(),
+            Fill::Forward => stmt
+                .query_arrow(duckdb::params![req.exchange, symbols, from, to, from, to])?
+                .collect(),
+        };
         Ok(batches)
+    }
+
+    /// [`Session::ohlcv`] as typed rows.
+    pub async fn ohlcv_bars(&self, req: &OhlcvRequest) -> Result<Vec<Bar>> {
+        crate::rows::from_batches(&self.ohlcv(req).await?)
     }
 }
 

@@ -7,7 +7,7 @@
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
-use crate::ohlcv::{Interval, IntervalUnit, OhlcvRequest, TimeZoneChoice};
+use crate::ohlcv::{Fill, Interval, IntervalUnit, OhlcvRequest, TimeZoneChoice};
 use crate::plan::Filter;
 use crate::session::{Session, read_parquet};
 use crate::{QueryError, Result};
@@ -181,6 +181,7 @@ impl Session {
             from: range.from,
             to: range.to,
             tz: TimeZoneChoice::Exchange,
+            fill: Fill::Omit,
         })
         .await
     }

@@ -9,6 +9,7 @@ use iceberg::spec::{PrimitiveType, Type};
 
 use crate::plan::{self, Filter};
 use crate::snapshot::{Pinned, PinnedTable};
+use crate::storage::{WarehouseAccess, literal};
 use crate::{QueryError, Result};
 
 pub struct Session {
@@ -23,11 +24,6 @@ impl std::fmt::Debug for Session {
             .field("pin", &self.pinned.pin)
             .finish()
     }
-}
-
-/// A SQL string literal (for paths K2 planned; never for user values, which are bound).
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `read_parquet([...])` over these files.
@@ -78,13 +74,28 @@ fn empty_select(t: &PinnedTable) -> String {
     format!("SELECT {} WHERE false", cols.join(", "))
 }
 
+/// `EXPLAIN [ANALYZE] q` → `q` (EXPLAIN ANALYZE runs `q`, so `q` is what must be a query).
+fn strip_explain(query: &str) -> &str {
+    let mut rest = query.trim_start();
+    for word in ["EXPLAIN", "ANALYZE"] {
+        if rest.len() > word.len()
+            && rest[..word.len()].eq_ignore_ascii_case(word)
+            && rest[word.len()..].starts_with(|c: char| c.is_whitespace())
+        {
+            rest = rest[word.len()..].trim_start();
+        }
+    }
+    rest
+}
+
 impl Session {
     pub(crate) async fn open(
         pinned: Pinned,
         timezones: BTreeMap<String, chrono_tz::Tz>,
-        warehouse: &str,
+        warehouse: &WarehouseAccess,
     ) -> Result<Self> {
         let conn = Connection::open_in_memory()?;
+        warehouse.connect(&conn)?;
         for (name, t) in &pinned.tables {
             let select = match t.snapshot_id {
                 Some(id) => {
@@ -99,17 +110,7 @@ impl Session {
             };
             conn.execute_batch(&format!("CREATE VIEW \"{name}\" AS {select}"))?;
         }
-        // Read-only from here on: files only under the warehouse, settings locked.
-        let warehouse_dir = plan::duckdb_path(warehouse);
-        let temp = std::env::temp_dir();
-        conn.execute_batch(&format!(
-            "SET TimeZone = 'UTC';
-             SET allowed_directories = [{}, {}];
-             SET enable_external_access = false;
-             SET lock_configuration = true;",
-            literal(&warehouse_dir),
-            literal(&temp.display().to_string()),
-        ))?;
+        warehouse.lock_down(&conn)?;
         Ok(Session {
             conn,
             pinned,
@@ -121,11 +122,42 @@ impl Session {
         &self.pinned
     }
 
-    /// Runs SQL with bound parameters; the result as Arrow batches.
+    /// Runs SQL with bound parameters; the result as Arrow batches. Only queries run
+    /// (SELECT, WITH, VALUES, FROM, DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN of those).
     pub fn sql(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
+        self.check_query(query)?;
         let mut stmt = self.conn.prepare(query)?;
         let batches: Vec<RecordBatch> = stmt.query_arrow(params)?.collect();
         Ok(batches)
+    }
+
+    /// Refuses anything but queries, before DuckDB runs it. The settings lock-down already
+    /// keeps files outside the warehouse out of reach, but DuckDB's allowed directories
+    /// are for writing as much as for reading: without this check `COPY … TO` could put
+    /// files into the warehouse itself. DuckDB's own parser decides what is a query
+    /// (`json_serialize_sql` serializes SELECT statements only).
+    fn check_query(&self, query: &str) -> Result<()> {
+        let inner = strip_explain(query);
+        let verdict: String =
+            self.conn
+                .query_row("SELECT json_serialize_sql(?::VARCHAR)", [inner], |r| {
+                    r.get(0)
+                })?;
+        let verdict: serde_json::Value = serde_json::from_str(&verdict)
+            .map_err(|e| QueryError::Sql(format!("checking the statement: {e}")))?;
+        let refused = verdict["error"].as_bool() == Some(true)
+            && verdict["error_type"].as_str() != Some("parser");
+        if refused {
+            return Err(QueryError::ReadOnly(
+                query
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_uppercase(),
+            ));
+        }
+        // A syntax error is left to DuckDB's own prepare, which reports it best.
+        Ok(())
     }
 
     /// Column names and types of a view (`.schema`).

@@ -97,6 +97,60 @@ pub fn ensure_services() {
     });
 }
 
+/// The local S3 server's credentials (scripts/services.d/s3.sh).
+pub const S3_ACCESS_KEY: &str = "k2";
+pub const S3_SECRET_KEY: &str = "k2-secret-key";
+
+fn port(var: &str, default: u16) -> u16 {
+    std::env::var(var)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `[warehouse.s3]` for the local S3 server on `$K2_S3_PORT` (default 9000).
+fn s3_settings() -> String {
+    format!(
+        "[warehouse.s3]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\n\
+         path_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
+        port("K2_S3_PORT", 9000)
+    )
+}
+
+/// Creates an S3 table bucket (what SeaweedFS's REST catalog serves) with `weed shell`.
+fn create_table_bucket(name: &str) {
+    let cache = std::env::var_os("K2_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/k2"));
+    let weed = cache.join("venv/bin/weed");
+    let master = format!("-master=127.0.0.1:{}", port("K2_S3_PORT", 9000) + 1);
+    let mut child = Command::new(&weed)
+        .args(["shell", &master])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/services up s3 installs it)",
+                weed.display()
+            )
+        });
+    use std::io::Write;
+    writeln!(
+        child.stdin.take().unwrap(),
+        "s3tables.bucket -create -name {name} -account admin"
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("bucket/{name}")),
+        "creating table bucket {name} failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Path of a workspace binary built in the same profile as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -339,6 +393,36 @@ impl TestEnv {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Puts this environment's warehouse on the local S3 server (SeaweedFS, started by
+    /// `scripts/services`) under a prefix of its own; the catalog stays the SQL one.
+    pub fn use_s3_warehouse(&self) {
+        let prefix = unique("wh");
+        self.append_config(&format!(
+            "[warehouse]\nlocation = \"s3://lakehouse/{prefix}\"\n{}",
+            s3_settings()
+        ));
+    }
+
+    /// Puts this environment on the Iceberg REST catalog of the local SeaweedFS, in a table
+    /// bucket of its own (created here), with the warehouse in that bucket.
+    pub fn use_rest_catalog(&self) {
+        let bucket = unique("t");
+        create_table_bucket(&bucket);
+        self.append_config(&format!(
+            "[catalog]\ntype = \"rest\"\nname = \"k2\"\nuri = \"http://127.0.0.1:{rest}\"\n\
+             credential = \"{S3_ACCESS_KEY}:{S3_SECRET_KEY}\"\nwarehouse = \"s3://{bucket}\"\n\
+             [warehouse]\nlocation = \"s3://{bucket}\"\n{s3}",
+            rest = port("K2_ICEBERG_REST_PORT", 8181),
+            s3 = s3_settings(),
+        ));
+    }
+
+    fn append_config(&self, toml: &str) {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push_str(toml);
+        std::fs::write(&self.config, text).unwrap();
     }
 
     /// Rewrites topics.yaml through `edit`.

@@ -9,7 +9,8 @@ mod topics;
 pub use error::ConfigError;
 pub use process::{
     CatalogConfig, CommitPolicy, K2Config, KafkaConfig, LogConfig, LogFormat, MetricsConfig,
-    S3Config, SchemaRegistryConfig, SchemasConfig, SinkConfig, SubscriptionConfig, WarehouseConfig,
+    QueryConfig, S3Config, SchemaRegistryConfig, SchemasConfig, SinkConfig, SubscriptionConfig,
+    WarehouseConfig,
 };
 pub use secret::{Properties, RedactedUrl, Secret};
 pub use topics::{

@@ -35,6 +35,7 @@ pub struct K2Config {
     pub sink: SinkConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub query: QueryConfig,
     /// The file this was loaded from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -54,6 +55,7 @@ impl Default for K2Config {
             sink: SinkConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            query: QueryConfig::default(),
             source: None,
         }
     }
@@ -337,9 +339,18 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Where DuckDB finds its extensions (`<dir>/v1.5.5/linux_amd64/httpfs.duckdb_extension`;
+    /// relative to the config file's directory). Only an S3 warehouse needs one (httpfs).
+    /// Unset: the directory scripts/bootstrap fills beside the linked libduckdb.
+    pub duckdb_extension_dir: Option<PathBuf>,
+}
+
 /// Top-level keys, so that unrelated `K2_*` variables (used by scripts) are not read as
 /// configuration.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "state_dir",
     "topics_file",
     "schemas",
@@ -351,6 +362,7 @@ const SECTIONS: [&str; 11] = [
     "sink",
     "metrics",
     "log",
+    "query",
 ];
 
 impl K2Config {
@@ -409,6 +421,9 @@ impl K2Config {
         self.state_dir = abs(&self.state_dir);
         self.topics_file = abs(&self.topics_file);
         self.schemas.dir = abs(&self.schemas.dir);
+        if let Some(dir) = &self.query.duckdb_extension_dir {
+            self.query.duckdb_extension_dir = Some(abs(dir));
+        }
         if let CatalogConfig::Sql { uri, .. } = &mut self.catalog
             && let Some(rest) = uri.expose().strip_prefix("sqlite:")
         {
