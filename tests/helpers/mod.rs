@@ -151,7 +151,7 @@ fn create_table_bucket(name: &str) {
     );
 }
 
-/// Path of a workspace binary built in the same profile as this test.
+/// Path of a workspace binary (or `examples/NAME`) built in the same profile as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -198,10 +198,16 @@ fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
         }
     }
     let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    let own = binary.strip_prefix("k2-").unwrap_or(binary);
-    // Sources that change the binary when edited (examples, tests and manifests may
-    // change without the binary being relinked).
-    for dir in ["common/src", "schemas", &format!("{own}/src")] {
+    // Sources that change the binary when edited (tests and manifests may change without
+    // the binary being relinked). Examples (`examples/NAME`) are the query module's.
+    let own = match binary.strip_prefix("examples/") {
+        Some(_) => vec!["query/src".to_string(), "query/examples".to_string()],
+        None => vec![format!("{}/src", binary.strip_prefix("k2-").unwrap_or(binary))],
+    };
+    for dir in ["common/src".to_string(), "schemas".to_string()]
+        .iter()
+        .chain(&own)
+    {
         walk(&root.join(dir), &mut newest);
     }
     newest
