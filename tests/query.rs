@@ -501,7 +501,13 @@ fn backtest_example_is_reproducible_after_more_data_lands() {
     std::thread::sleep(Duration::from_millis(1100));
     let out = env.run(
         "k2-feed",
-        &["replay", "--asx-dir", asx_dir().to_str().unwrap(), "--exchange", &env.asx],
+        &[
+            "replay",
+            "--asx-dir",
+            asx_dir().to_str().unwrap(),
+            "--exchange",
+            &env.asx,
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     env.sink_once(&[], Duration::from_secs(600));

@@ -76,6 +76,10 @@ struct SyntheticArgs {
     /// Only these exchanges (default: all in topics.yaml).
     #[arg(long = "exchange")]
     exchanges: Vec<String>,
+    /// Only these data types: trades, quotes, reference_data (default: all). The market
+    /// is simulated the same; records of other types are not sent (nor counted).
+    #[arg(long = "data-type")]
+    data_types: Vec<DataType>,
     /// Random seed (same seed, same market).
     #[arg(long, default_value_t = 2014)]
     seed: u64,
@@ -278,7 +282,11 @@ async fn synthetic(
         }
         let now = chrono::Utc::now().timestamp_micros();
         batch.clear();
-        faults.apply(market.next_event(now), &mut batch);
+        let event = market.next_event(now);
+        if !args.data_types.is_empty() && !args.data_types.contains(&event.data_type()) {
+            continue;
+        }
+        faults.apply(event, &mut batch);
         for e in batch.drain(..) {
             if args.count.is_some_and(|c| sent >= c) {
                 break 'outer;

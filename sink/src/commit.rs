@@ -98,6 +98,22 @@ impl Committer {
         dead_letters: PendingDeadLetters,
     ) -> Result<JobOutcome, CommitError> {
         let dead_letters = dead_letters.deliver().await;
+        let tables = self.commit_tables(id, job).await?;
+        Ok(JobOutcome {
+            id,
+            tables,
+            dead_letters,
+        })
+    }
+
+    /// Commits the job's tables (its dead letters already delivered): sequence events
+    /// first, then each data table, each with its offsets fenced. Retries transient
+    /// failures until they pass.
+    pub async fn commit_tables(
+        &self,
+        id: u64,
+        job: CommitJob,
+    ) -> Result<Vec<TableOutcome>, CommitError> {
         // Sequence events go first: if the process dies between the two, the data is
         // re-read and its events found again, and those already committed are filtered.
         if !job.sequence_events.is_empty() {
@@ -113,11 +129,7 @@ impl Committer {
         for table_job in job.tables {
             tables.push(self.commit_table(id, table_job).await?);
         }
-        Ok(JobOutcome {
-            id,
-            tables,
-            dead_letters,
-        })
+        Ok(tables)
     }
 
     #[tracing::instrument(skip_all, fields(table = job.data_type.table_name(), job = id, records = job.records))]

@@ -6,14 +6,14 @@
 //! file is sorted by the table's sort order (symbol, exchange_timestamp), which
 //! iceberg-rust records but does not apply itself.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, partition, take_record_batch,
-};
+use arrow::array::AsArray;
+use arrow::compute::{concat_batches, partition, take_record_batch};
 use arrow::datatypes::DataType as ArrowType;
 use arrow_array::{
-    Array, ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
 use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
 use iceberg::table::Table;
@@ -72,6 +72,48 @@ fn adapt(batch: &RecordBatch, schema: &arrow_schema::SchemaRef) -> Result<Record
 
 /// Sorts `batches` and writes them as data files of `table`. `file_prefix` makes file
 /// names unique per job and attempt.
+/// The permutation that sorts rows by (exchange, day, symbol, exchange_timestamp) (`day`
+/// absent for unpartitioned tables). The string columns have few distinct values per
+/// batch, so each (exchange, day, symbol) group gets a rank once and rows are sorted by
+/// (rank, timestamp) as plain integers: a generic multi-column sort compared strings on
+/// every comparison and was half the cost of writing.
+fn sort_indices(
+    exchange: &ArrayRef,
+    day: Option<&Int32Array>,
+    symbol: &ArrayRef,
+    ts: &TimestampMicrosecondArray,
+) -> Result<UInt32Array, arrow::error::ArrowError> {
+    let exchange = arrow::compute::cast(exchange, &ArrowType::Utf8)?;
+    let exchange = exchange.as_string::<i32>();
+    let symbol = arrow::compute::cast(symbol, &ArrowType::Utf8)?;
+    let symbol = symbol.as_string::<i32>();
+    let rows = ts.len();
+    let mut groups: HashMap<(&str, i32, &str), u32> = HashMap::new();
+    let mut group_of = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let key = (
+            exchange.value(i),
+            day.map_or(0, |d| d.value(i)),
+            symbol.value(i),
+        );
+        let next = groups.len() as u32;
+        group_of.push(*groups.entry(key).or_insert(next));
+    }
+    let mut ordered: Vec<_> = groups.into_iter().collect();
+    ordered.sort_unstable();
+    let mut rank = vec![0u32; ordered.len()];
+    for (r, (_, group)) in ordered.iter().enumerate() {
+        rank[*group as usize] = r as u32;
+    }
+    let mut order: Vec<(u32, i64, u32)> = (0..rows)
+        .map(|i| (rank[group_of[i] as usize], ts.value(i), i as u32))
+        .collect();
+    order.sort_unstable();
+    Ok(UInt32Array::from_iter_values(
+        order.into_iter().map(|(_, _, i)| i),
+    ))
+}
+
 pub async fn write_data_files(
     table: &Table,
     day_partitioned: bool,
@@ -108,35 +150,14 @@ pub async fn write_data_files(
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .ok_or_else(|| invalid("exchange_timestamp is not a microsecond timestamp"))?;
-    let day: ArrayRef = Arc::new(Int32Array::from_iter_values(
+    let day = Int32Array::from_iter_values(
         ts_micros
             .values()
             .iter()
             .map(|v| v.div_euclid(MICROS_PER_DAY) as i32),
-    ));
-    let asc = Some(SortOptions {
-        descending: false,
-        nulls_first: true,
-    });
-    let mut keys = vec![SortColumn {
-        values: exchange.clone(),
-        options: asc,
-    }];
-    if partitioned {
-        keys.push(SortColumn {
-            values: day.clone(),
-            options: asc,
-        });
-    }
-    keys.push(SortColumn {
-        values: symbol,
-        options: asc,
-    });
-    keys.push(SortColumn {
-        values: ts.clone(),
-        options: asc,
-    });
-    let indices = lexsort_to_indices(&keys, None).map_err(|e| invalid(e.to_string()))?;
+    );
+    let indices = sort_indices(&exchange, partitioned.then_some(&day), &symbol, ts_micros)
+        .map_err(|e| invalid(e.to_string()))?;
     let sorted = take_record_batch(&all, &indices).map_err(|e| invalid(e.to_string()))?;
     drop(all);
 

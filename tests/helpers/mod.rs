@@ -202,7 +202,10 @@ fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
     // the binary being relinked). Examples (`examples/NAME`) are the query module's.
     let own = match binary.strip_prefix("examples/") {
         Some(_) => vec!["query/src".to_string(), "query/examples".to_string()],
-        None => vec![format!("{}/src", binary.strip_prefix("k2-").unwrap_or(binary))],
+        None => vec![format!(
+            "{}/src",
+            binary.strip_prefix("k2-").unwrap_or(binary)
+        )],
     };
     for dir in ["common/src".to_string(), "schemas".to_string()]
         .iter()

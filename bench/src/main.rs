@@ -1,0 +1,43 @@
+//! `k2-bench`: the measuring programs behind the `bench/*` scripts. Each prints a result
+//! table and a final `name: value unit` line; the scripts add the machine and commit and
+//! append a row to docs/benchmarks.md. Nothing here is a test and nothing asserts a time.
+
+mod ceiling;
+mod freshness;
+mod measure;
+mod pipeline;
+mod query;
+mod usage;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "k2-bench", about = "K2 benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The sink's decode → check → sort → Parquet → commit path, no broker.
+    Pipeline(pipeline::Args),
+    /// The broker's raw consume ceiling: a consumer that only counts messages.
+    Ceiling(ceiling::Args),
+    /// Runs a command; prints its wall time, CPU time and peak RSS.
+    Measure(measure::Args),
+    /// Commit latency, backlog and snapshot rate of a run, from the tables.
+    FreshnessReport(freshness::Args),
+    /// OHLCV questions: K2 against the read_parquet floor and iceberg_scan.
+    Query(query::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Pipeline(a) => pipeline::run(a),
+        Command::Ceiling(a) => ceiling::run(a),
+        Command::Measure(a) => measure::run(a),
+        Command::FreshnessReport(a) => freshness::run(a),
+        Command::Query(a) => query::run(a),
+    }
+}

@@ -1,0 +1,35 @@
+//! CPU time and peak RSS from getrusage.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub cpu: Duration,
+    /// Peak resident set size in bytes.
+    pub max_rss: u64,
+}
+
+fn get(who: libc::c_int) -> Usage {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Usage {
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss: ru.ru_maxrss as u64 * 1024,
+    }
+}
+
+/// This process so far.
+pub fn own() -> Usage {
+    get(libc::RUSAGE_SELF)
+}
+
+/// Every waited-for child so far (peak RSS: the largest child's).
+pub fn children() -> Usage {
+    get(libc::RUSAGE_CHILDREN)
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
