@@ -1,7 +1,8 @@
 //! `k2-bench query`: OHLCV questions three ways over the same trades table:
 //! - K2: `Session::ohlcv` (iceberg-rust plans the files, DuckDB reads them);
-//! - floor: a plain DuckDB connection running the same aggregate with `read_parquet` over
-//!   exactly the files K2 planned (planning not timed: the least any engine could do);
+//! - floor: a plain DuckDB connection running the same aggregate (the same predicate shape,
+//!   with literals) with `read_parquet` over exactly the files K2 planned (planning not
+//!   timed: the least any engine could do);
 //! - `iceberg_scan`: DuckDB's own Iceberg extension over the table's metadata file.
 //!
 //! Each case latest and as-of (pinned to the snapshot in the middle of the history), warm
@@ -71,7 +72,7 @@ fn floor_sql(req: &OhlcvRequest, src: &str) -> String {
                 CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
                 count(*) AS trades
          FROM {src}
-         WHERE exchange = '{}' AND symbol IN ({})
+         WHERE exchange = '{}' AND list_contains([{}], symbol)
            AND exchange_timestamp >= TIMESTAMPTZ '{}' AND exchange_timestamp < TIMESTAMPTZ '{}'
          GROUP BY ALL ORDER BY symbol, bucket_start",
         req.interval.count,

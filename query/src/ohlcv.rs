@@ -176,27 +176,46 @@ impl Session {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let tz = match req.tz {
-            TimeZoneChoice::Utc => "UTC".to_string(),
-            TimeZoneChoice::Exchange => self
-                .timezone(&req.exchange)
-                .ok_or_else(|| {
-                    QueryError::Invalid(format!(
-                        "exchange {:?} has no time zone in topics.yaml",
-                        req.exchange
-                    ))
-                })?
-                .name()
-                .to_string(),
+        // Buckets are cut in the chosen zone's wall-clock time, aligned to its midnight,
+        // and reported as UTC instants. For UTC the timestamps are bucketed as they are:
+        // converting every row to local time and back costs ICU calls per row (a 1.6x
+        // slower query in bench/query).
+        let zone = match req.tz {
+            TimeZoneChoice::Utc => None,
+            TimeZoneChoice::Exchange => Some(literal(
+                self.timezone(&req.exchange)
+                    .ok_or_else(|| {
+                        QueryError::Invalid(format!(
+                            "exchange {:?} has no time zone in topics.yaml",
+                            req.exchange
+                        ))
+                    })?
+                    .name(),
+            )),
         };
-        // Buckets are cut in local wall-clock time (aligned to local midnight), then
-        // turned back into UTC instants; for UTC the two are the same.
-        let tz = literal(&tz);
         let interval = req.interval.sql();
+        let local = |e: &str| match &zone {
+            None => e.to_string(),
+            Some(tz) => format!("timezone({tz}, {e})"),
+        };
+        let bucket = |e: &str| match &zone {
+            None => format!("time_bucket({interval}, {e}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"),
+            Some(_) => format!(
+                "time_bucket({interval}, {}, TIMESTAMP '2000-01-01')",
+                local(e)
+            ),
+        };
+        let instant = |c: &str| match &zone {
+            None => c.to_string(),
+            Some(tz) => format!("timezone({tz}, {c})"),
+        };
+        let bucket_rows = bucket("exchange_timestamp");
+        let bucket_start = instant("local_bucket");
+        let grid_from = bucket("CAST(? AS TIMESTAMPTZ)");
+        let grid_to = local("CAST(? AS TIMESTAMPTZ)");
         let bars = format!(
             "SELECT symbol,
-                    time_bucket({interval}, timezone({tz}, exchange_timestamp),
-                                TIMESTAMP '2000-01-01') AS local_bucket,
+                    {bucket_rows} AS local_bucket,
                     arg_min(price, (exchange_timestamp, sequence_number)) AS open,
                     max(price) AS high,
                     min(price) AS low,
@@ -215,7 +234,7 @@ impl Session {
         let sql = match req.fill {
             Fill::Omit => format!(
                 "WITH bars AS ({bars})
-                 SELECT symbol, timezone({tz}, local_bucket) AS bucket_start,
+                 SELECT symbol, {bucket_start} AS bucket_start,
                         open, high, low, close, volume, vwap, trades
                  FROM bars ORDER BY symbol, bucket_start"
             ),
@@ -224,11 +243,7 @@ impl Session {
                  grid AS (
                      SELECT s.symbol, g.range AS local_bucket
                      FROM (SELECT DISTINCT symbol FROM bars) s,
-                          range(time_bucket({interval},
-                                            timezone({tz}, CAST(? AS TIMESTAMPTZ)),
-                                            TIMESTAMP '2000-01-01'),
-                                timezone({tz}, CAST(? AS TIMESTAMPTZ)),
-                                {interval}) g),
+                          range({grid_from}, {grid_to}, {interval}) g),
                  filled AS (
                      SELECT g.symbol, g.local_bucket, b.open, b.high, b.low, b.close,
                             b.volume, b.vwap, b.trades,
@@ -236,7 +251,7 @@ impl Session {
                                 PARTITION BY g.symbol ORDER BY g.local_bucket
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS carried
                      FROM grid g LEFT JOIN bars b USING (symbol, local_bucket))
-                 SELECT symbol, timezone({tz}, local_bucket) AS bucket_start,
+                 SELECT symbol, {bucket_start} AS bucket_start,
                         coalesce(open, carried) AS open, coalesce(high, carried) AS high,
                         coalesce(low, carried) AS low, coalesce(close, carried) AS close,
                         coalesce(volume, 0) AS volume, vwap, coalesce(trades, 0) AS trades

@@ -233,8 +233,11 @@ pub fn consumer_config(
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("isolation.level", "read_committed")
-        // Prefetch is bounded (bytes, not messages): with pausing it bounds memory.
-        .set("queued.max.messages.kbytes", "65536")
+        // Prefetch is bounded (bytes, not messages): with pausing it bounds memory. 32 MiB
+        // is ~350k market-data records, seconds of reading at any rate a broker serves one
+        // consumer; librdkafka's 64 MiB default put the sink over 512 MiB peak RSS
+        // (bench/ingest) with the default commit policy.
+        .set("queued.max.messages.kbytes", "32768")
         .set("enable.partition.eof", "false");
     for (k, v) in client_properties {
         cc.set(k, v);
