@@ -3,6 +3,7 @@
 //! append a row to docs/benchmarks.md. Nothing here is a test and nothing asserts a time.
 
 mod ceiling;
+mod delivery;
 mod freshness;
 mod measure;
 mod pipeline;
@@ -24,6 +25,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// The broker's raw consume ceiling: a consumer that only counts messages.
     Ceiling(ceiling::Args),
+    /// The broker's delivery latency (produce → consume) while a feed runs.
+    Delivery(delivery::Args),
     /// Runs a command; prints its wall time, CPU time and peak RSS.
     Measure(measure::Args),
     /// Commit latency, backlog and snapshot rate of a run, from the tables.
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pipeline(a) => pipeline::run(a),
         Command::Ceiling(a) => ceiling::run(a),
+        Command::Delivery(a) => delivery::run(a),
         Command::Measure(a) => measure::run(a),
         Command::FreshnessReport(a) => freshness::run(a),
         Command::Query(a) => query::run(a),

@@ -1,8 +1,8 @@
 //! `k2-bench query`: OHLCV questions three ways over the same trades table:
 //! - K2: `Session::ohlcv` (iceberg-rust plans the files, DuckDB reads them);
-//! - floor: a plain DuckDB connection running the same aggregate (the same predicate shape,
-//!   with literals) with `read_parquet` over exactly the files K2 planned (planning not
-//!   timed: the least any engine could do);
+//! - floor: a plain DuckDB connection running the same aggregate (the same bucketing and
+//!   predicate shape as K2, with literals) with `read_parquet` over exactly the files K2
+//!   planned (planning not timed: the least any engine could do);
 //! - `iceberg_scan`: DuckDB's own Iceberg extension over the table's metadata file.
 //!
 //! Each case latest and as-of (pinned to the snapshot in the middle of the history), warm
@@ -63,8 +63,9 @@ fn floor_sql(req: &OhlcvRequest, src: &str) -> String {
     };
     format!(
         "SELECT symbol,
-                time_bucket(INTERVAL '{} {unit}', exchange_timestamp,
-                            TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
+                make_timestamptz(epoch_us(time_bucket(INTERVAL '{} {unit}',
+                    make_timestamp(epoch_us(exchange_timestamp)), TIMESTAMP '2000-01-01')))
+                    AS bucket_start,
                 arg_min(price, (exchange_timestamp, sequence_number)) AS open,
                 max(price) AS high, min(price) AS low,
                 arg_max(price, (exchange_timestamp, sequence_number)) AS close,
