@@ -127,3 +127,21 @@ fn rest_catalog_on_s3() {
         "{snapshots:?}"
     );
 }
+
+/// A wrong S3 secret stops the sink at start with one line naming the warehouse and the
+/// endpoint (the probe), not deep inside the first table write.
+#[test]
+fn a_wrong_s3_secret_is_one_clear_error_at_start() {
+    let mut env = TestEnv::ready(1, 1, "1s");
+    env.use_s3_warehouse();
+    env.var("K2_WAREHOUSE__S3__SECRET_ACCESS_KEY", "not-the-secret");
+    let location = env.k2_config().warehouse.location;
+    let out = env.run("k2-sink", &["--once"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("warehouse {location} (endpoint http://127.0.0.1:"))
+            && err.contains("cannot write"),
+        "{err}"
+    );
+}

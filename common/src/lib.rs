@@ -10,6 +10,7 @@ pub mod retry;
 pub mod schema;
 pub mod subscription;
 pub mod topic;
+pub mod warehouse;
 
 pub use config::{ConfigError, K2Config, TopicsConfig};
 pub use subscription::{Subscription, SubscriptionFilter};

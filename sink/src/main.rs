@@ -162,6 +162,11 @@ fn run(
             }
         }
     });
+    // With a SQL catalog K2 chooses where tables live, under the warehouse: check it can
+    // write there before anything else (a REST catalog decides locations itself).
+    if matches!(config.catalog, k2_common::config::CatalogConfig::Sql { .. }) {
+        runtime.block_on(k2_common::warehouse::probe(config))?;
+    }
     let catalog = runtime
         .block_on(k2_common::catalog::connect(config))
         .context("connecting to the catalog")?;
