@@ -69,7 +69,9 @@ pub async fn probe(config: &K2Config) -> Result<(), WarehouseError> {
         message,
     };
     let (store, prefix) = store(config).map_err(unusable)?;
-    let path = prefix.child("_k2").child(format!("probe-{}", std::process::id()));
+    let path = prefix
+        .child("_k2")
+        .child(format!("probe-{}", std::process::id()));
     store
         .put(&path, PutPayload::from_static(b"k2 warehouse probe"))
         .await
