@@ -13,18 +13,24 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::usage;
 
+/// The broker and the topics a measuring consumer reads.
+#[derive(clap::Args)]
+pub struct Source {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    #[arg(long, required = true, num_args = 1..)]
+    pub topics: Vec<String>,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
-    /// Topics to read in full.
-    #[arg(long, required = true, num_args = 1..)]
-    topics: Vec<String>,
+    #[command(flatten)]
+    source: Source,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.bootstrap)
+        .set("bootstrap.servers", &args.source.bootstrap)
         .set("group.id", "k2-bench-ceiling")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -32,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("creating the consumer")?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
-    for topic in &args.topics {
+    for topic in &args.source.topics {
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(30))
             .with_context(|| format!("metadata of {topic}"))?;

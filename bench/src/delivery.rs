@@ -11,10 +11,8 @@ use rdkafka::message::Message;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
-    #[arg(long, required = true, num_args = 1..)]
-    topics: Vec<String>,
+    #[command(flatten)]
+    source: crate::ceiling::Source,
     /// How long to listen.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -22,7 +20,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.bootstrap)
+        .set("bootstrap.servers", &args.source.bootstrap)
         .set(
             "group.id",
             format!("k2-bench-delivery-{}", std::process::id()),
@@ -31,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .set("enable.auto.commit", "false")
         .create()
         .context("creating the consumer")?;
-    let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = args.source.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let end = Instant::now() + args.duration;
     let mut latencies: Vec<i64> = Vec::new();

@@ -67,10 +67,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = K2Config::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime()?;
     let lake = rt.block_on(Lakehouse::open(&config))?;
     let session = rt.block_on(lake.session(Pin::Latest))?;
     let since = args.since.timestamp_micros();

@@ -35,6 +35,15 @@ enum Command {
     Query(query::Args),
 }
 
+/// The async runtime the measuring programs drive the catalog and DuckDB sessions with (two
+/// workers, as the sink's).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pipeline(a) => pipeline::run(a),
@@ -43,5 +52,15 @@ fn main() -> anyhow::Result<()> {
         Command::Measure(a) => measure::run(a),
         Command::FreshnessReport(a) => freshness::run(a),
         Command::Query(a) => query::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -95,16 +95,7 @@ struct Generator {
 
 impl Generator {
     fn new(args: &Args) -> Self {
-        let exchanges = vec![
-            ExchangeSpec {
-                code: "asx".into(),
-                asset_class: "equities".into(),
-            },
-            ExchangeSpec {
-                code: "binance".into(),
-                asset_class: "crypto".into(),
-            },
-        ];
+        let exchanges = ExchangeSpec::shipped();
         let mut topics = Vec::new();
         let mut topic_index = HashMap::new();
         for ex in &exchanges {
@@ -338,10 +329,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     let config = config_in(&dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime()?;
     let catalog: Arc<dyn Catalog> = rt
         .block_on(k2_common::catalog::connect(&config))
         .context("catalog")?;

@@ -96,10 +96,7 @@ fn time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(Duration, T
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = K2Config::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime()?;
     let lake = rt.block_on(Lakehouse::open(&config))?;
     let table = rt.block_on(lake.table("trades"))?;
     let metadata_location = table

@@ -39,6 +39,22 @@ pub struct ExchangeSpec {
     pub asset_class: String,
 }
 
+impl ExchangeSpec {
+    /// The two exchanges of the shipped topics.yaml: ASX equities and Binance crypto.
+    pub fn shipped() -> Vec<ExchangeSpec> {
+        vec![
+            ExchangeSpec {
+                code: "asx".into(),
+                asset_class: "equities".into(),
+            },
+            ExchangeSpec {
+                code: "binance".into(),
+                asset_class: "crypto".into(),
+            },
+        ]
+    }
+}
+
 #[derive(Debug)]
 struct Instrument {
     exchange: usize,
@@ -266,21 +282,7 @@ mod tests {
     use super::*;
 
     fn market() -> SyntheticMarket {
-        SyntheticMarket::new(
-            vec![
-                ExchangeSpec {
-                    code: "asx".into(),
-                    asset_class: "equities".into(),
-                },
-                ExchangeSpec {
-                    code: "binance".into(),
-                    asset_class: "crypto".into(),
-                },
-            ],
-            30,
-            7,
-            1,
-        )
+        SyntheticMarket::new(ExchangeSpec::shipped(), 30, 7, 1)
     }
 
     #[test]
