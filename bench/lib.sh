@@ -36,3 +36,35 @@ lines.insert(i, row)
 open(path, "w").write("\n".join(lines))
 PY
 }
+
+# bench_broker: an empty broker of its own on $K2_BENCH_KAFKA_PORT (29092), so earlier
+# runs' data does not slow it down. Scripts stop it on exit (bench_broker_stop): an idle
+# Tansu keeps burning about half a core and would skew later benchmarks.
+bench_broker() {
+  export K2_KAFKA_PORT="${K2_BENCH_KAFKA_PORT:-29092}"
+  export K2_SERVICES_DIR="$K2_ROOT/.k2/bench-services"
+  scripts/services down kafka >/dev/null 2>&1 || true
+  rm -rf "$K2_SERVICES_DIR/kafka"
+  scripts/services up kafka
+}
+bench_broker_stop() { scripts/services down kafka >/dev/null 2>&1; }
+
+# bench_config DIR GROUP: DIR/k2.toml for that broker (state under DIR) with its topics
+# created.
+bench_config() {
+  local dir=$1 group=$2
+  cat >"$dir/k2.toml" <<TOML
+state_dir = "state"
+topics_file = "$K2_ROOT/config/topics.yaml"
+[schemas]
+dir = "$K2_ROOT/schemas"
+[kafka]
+bootstrap_servers = "127.0.0.1:$K2_KAFKA_PORT"
+group_id = "$group"
+[sink]
+dead_letter_topic = "market.dlq"
+[metrics]
+address = "127.0.0.1:0"
+TOML
+  "$BIN/k2-admin" --config "$dir/k2.toml" topics apply >/dev/null
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k2_common::records::{Quote, Trade};
 use k2_tests::feed::{self, ASX_SYMBOLS, CRYPTO_SYMBOLS, Feed, Raw};
 use k2_tests::tables::{self, Scanned};
-use k2_tests::{TestEnv, ensure_services};
+use k2_tests::{TestEnv, ensure_services, env_or};
 
 type Key = (String, i32, i64);
 
@@ -450,13 +450,6 @@ fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_good_ones_land() {
     );
 }
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A sink configured to commit often (so kills land in and around commits) and to be
 /// declared dead quickly by the group coordinator after a kill (topics not yet created).
 fn crash_env() -> TestEnv {
@@ -587,9 +580,9 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     env.create_topics();
     crash_run(
         &env,
-        env_usize("K2_CRASH_KILLS", 10),
-        env_usize("K2_CRASH_PRELOAD", 0),
-        env_usize("K2_CRASH_CHUNK", 1_000),
+        env_or("K2_CRASH_KILLS", 10),
+        env_or("K2_CRASH_PRELOAD", 0),
+        env_or("K2_CRASH_CHUNK", 1_000),
     );
 }
 

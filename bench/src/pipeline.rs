@@ -28,7 +28,7 @@ use k2_sink::buffer::{CommitJob, PartitionRange, TableJob};
 use k2_sink::commit::Committer;
 use k2_sink::instrumentation::Metrics;
 use k2_sink::offsets::TopicPartition;
-use k2_sink::sequence::{InstrumentKey, SequenceTracker, trading_day};
+use k2_sink::sequence::{Instruments, SequenceTracker};
 use k2_sink::serialization::{RawRecord, SchemaDecoder};
 use k2_sink::table::{TableLayout, ensure_table};
 use k2_sink::validation::{TimeWindow, shape, validate};
@@ -174,7 +174,7 @@ struct Stages {
     decoders: HashMap<DataType, SchemaDecoder>,
     tracker: SequenceTracker,
     recorded: HashMap<TopicPartition, i64>,
-    exchanges: HashMap<String, Arc<str>>,
+    instruments: Instruments,
     dead: usize,
 }
 
@@ -276,8 +276,8 @@ impl Stages {
         Ok(())
     }
 
-    /// What the sink does per row: build the instrument key, find the trading day,
-    /// classify against the LRU tracker.
+    /// What the sink does per row: the instrument key and trading day, then the LRU
+    /// tracker's classification.
     fn check_sequences(&mut self, dt: DataType, batch: &arrow::record_batch::RecordBatch) {
         use arrow::array::AsArray;
         use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
@@ -287,21 +287,9 @@ impl Stages {
         let ts = batch["exchange_timestamp"].as_primitive::<TimestampMicrosecondType>();
         let partition = batch["kafka_partition"].as_primitive::<Int32Type>();
         for i in 0..batch.num_rows() {
-            let ex = exchange.value(i);
-            let interned = match self.exchanges.get(ex) {
-                Some(e) => e.clone(),
-                None => {
-                    let e: Arc<str> = ex.into();
-                    self.exchanges.insert(ex.to_string(), e.clone());
-                    e
-                }
-            };
-            let key = InstrumentKey {
-                exchange: interned,
-                data_type: dt,
-                symbol: symbol.value(i).into(),
-            };
-            let day = trading_day(ts.value(i), chrono_tz::UTC);
+            let (key, day) =
+                self.instruments
+                    .key(dt, exchange.value(i), symbol.value(i), ts.value(i));
             self.tracker
                 .observe(&key, seq.value(i), day, partition.value(i));
         }
@@ -359,7 +347,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         decoders,
         tracker: SequenceTracker::new(NonZeroUsize::new(10_000).unwrap()),
         recorded: HashMap::new(),
-        exchanges: HashMap::new(),
+        instruments: Instruments::new(Default::default()),
         dead: 0,
     };
     let writer_id = format!("k2-bench-{}", std::process::id());

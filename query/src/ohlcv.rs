@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use k2_common::records::Dec8;
 
-use crate::plan::Filter;
-use crate::session::{Session, read_parquet};
+use crate::questions::{IN_RANGE, Range};
+use crate::session::Session;
 use crate::storage::literal;
 use crate::{QueryError, Result};
 
@@ -142,20 +142,12 @@ impl Session {
     /// `fill` says otherwise). Columns: `symbol`, `bucket_start` (UTC), `open`, `high`,
     /// `low`, `close`, `volume`, `vwap`, `trades`.
     pub async fn ohlcv(&self, req: &OhlcvRequest) -> Result<Vec<RecordBatch>> {
-        if req.symbols.is_empty() {
-            return Err(QueryError::Invalid(
-                "ohlcv needs at least one symbol".into(),
-            ));
-        }
-        if let Some(bad) = req.symbols.iter().find(|s| s.contains(',') || s.is_empty()) {
-            return Err(QueryError::Invalid(format!("invalid symbol {bad:?}")));
-        }
-        if req.from >= req.to {
-            return Err(QueryError::Invalid(format!(
-                "empty range: {} is not before {}",
-                req.from, req.to
-            )));
-        }
+        let range = Range {
+            exchange: req.exchange.clone(),
+            symbols: req.symbols.clone(),
+            from: req.from,
+            to: req.to,
+        };
         if req.fill == Fill::Forward {
             let buckets = (req.to - req.from).num_seconds() / req.interval.seconds() + 1;
             if buckets.saturating_mul(req.symbols.len() as i64) > MAX_FILLED_BUCKETS {
@@ -166,16 +158,9 @@ impl Session {
                 )));
             }
         }
-        let filter = Filter {
-            exchange: Some(req.exchange.clone()),
-            symbols: req.symbols.clone(),
-            from: Some(req.from),
-            to: Some(req.to),
-        };
-        let files = self.planned_files("trades", &filter).await?;
-        if files.is_empty() {
+        let Some(src) = self.source("trades", &range).await? else {
             return Ok(Vec::new());
-        }
+        };
         // Buckets are cut in the chosen zone's wall-clock time, aligned to its midnight,
         // and reported as UTC instants. Local time is a naive TIMESTAMP, so bucketing is
         // plain arithmetic: bucketing a TIMESTAMPTZ by days goes through ICU's calendar
@@ -212,8 +197,9 @@ impl Session {
         };
         let bucket_rows = bucket("exchange_timestamp");
         let bucket_start = instant("local_bucket");
-        let grid_from = bucket("CAST(? AS TIMESTAMPTZ)");
-        let grid_to = local("CAST(? AS TIMESTAMPTZ)");
+        // The grid's ends are the request's own instants (formatted here, not user text).
+        let grid_from = bucket(&format!("TIMESTAMPTZ '{}'", req.from.to_rfc3339()));
+        let grid_to = local(&format!("TIMESTAMPTZ '{}'", req.to.to_rfc3339()));
         let bars = format!(
             "SELECT symbol,
                     {bucket_rows} AS local_bucket,
@@ -225,12 +211,8 @@ impl Session {
                     CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
                     count(*) AS trades
              FROM {src}
-             WHERE exchange = ?
-               AND list_contains(string_split(?, ','), symbol)
-               AND exchange_timestamp >= CAST(? AS TIMESTAMPTZ)
-               AND exchange_timestamp < CAST(? AS TIMESTAMPTZ)
-             GROUP BY ALL",
-            src = read_parquet(&files),
+             WHERE {IN_RANGE}
+             GROUP BY ALL"
         );
         let sql = match req.fill {
             Fill::Omit => format!(
@@ -260,19 +242,7 @@ impl Session {
                  ORDER BY symbol, bucket_start"
             ),
         };
-        let symbols = req.symbols.join(",");
-        let from = req.from.to_rfc3339();
-        let to = req.to.to_rfc3339();
-        let mut stmt = self.connection().prepare(&sql)?;
-        let batches: Vec<RecordBatch> = match req.fill {
-            Fill::Omit => stmt
-                .query_arrow(duckdb::params![req.exchange, symbols, from, to])?
-                .collect(),
-            Fill::Forward => stmt
-                .query_arrow(duckdb::params![req.exchange, symbols, from, to, from, to])?
-                .collect(),
-        };
-        Ok(batches)
+        self.run_ranged(&sql, &range, 1)
     }
 
     /// [`Session::ohlcv`] as typed rows.

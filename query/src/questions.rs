@@ -22,7 +22,9 @@ pub struct Range {
 }
 
 impl Range {
-    fn filter(&self) -> Result<Filter> {
+    /// The range checked (symbols given, none empty or with a comma, `from < to`) as the
+    /// filter that prunes files.
+    pub(crate) fn filter(&self) -> Result<Filter> {
         if self.symbols.is_empty() {
             return Err(QueryError::Invalid("give at least one symbol".into()));
         }
@@ -48,48 +50,53 @@ impl Range {
     }
 }
 
-/// The WHERE clause every question binds: exchange, symbols, time range.
-const IN_RANGE: &str = "exchange = ? AND list_contains(string_split(?, ','), symbol)
+/// The WHERE clause every question binds (with [`Session::run_ranged`]): exchange,
+/// symbols, time range.
+pub(crate) const IN_RANGE: &str = "exchange = ? AND list_contains(string_split(?, ','), symbol)
      AND exchange_timestamp >= CAST(? AS TIMESTAMPTZ) AND exchange_timestamp < CAST(? AS TIMESTAMPTZ)";
 
 impl Session {
     /// `read_parquet(...)` over the files of `table` that may hold rows of `range`, or
     /// `None` if there are none.
-    async fn source(&self, table: &str, range: &Range) -> Result<Option<String>> {
+    pub(crate) async fn source(&self, table: &str, range: &Range) -> Result<Option<String>> {
         let files = self.planned_files(table, &range.filter()?).await?;
         Ok((!files.is_empty()).then(|| read_parquet(&files)))
     }
 
     /// Runs `sql` with the range's four parameters bound (once per `?` group of
     /// [`IN_RANGE`], `times` groups).
-    fn run_ranged(&self, sql: &str, range: &Range, times: usize) -> Result<Vec<RecordBatch>> {
+    pub(crate) fn run_ranged(
+        &self,
+        sql: &str,
+        range: &Range,
+        times: usize,
+    ) -> Result<Vec<RecordBatch>> {
         let symbols = range.symbols.join(",");
         let (from, to) = (range.from.to_rfc3339(), range.to.to_rfc3339());
         let one: [&dyn duckdb::ToSql; 4] = [&range.exchange, &symbols, &from, &to];
         let params: Vec<&dyn duckdb::ToSql> = (0..times).flat_map(|_| one).collect();
-        self.sql(sql, &params)
+        self.run(sql, &params)
+    }
+
+    /// Rows of `table` in the range, ordered by symbol, exchange time and sequence number.
+    async fn rows_in(&self, table: &str, range: &Range) -> Result<Vec<RecordBatch>> {
+        let Some(src) = self.source(table, range).await? else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT * FROM {src} WHERE {IN_RANGE} ORDER BY symbol, exchange_timestamp, sequence_number"
+        );
+        self.run_ranged(&sql, range, 1)
     }
 
     /// Trades of the range, ordered by symbol, exchange time and sequence number.
     pub async fn trades_in(&self, range: &Range) -> Result<Vec<RecordBatch>> {
-        let Some(src) = self.source("trades", range).await? else {
-            return Ok(Vec::new());
-        };
-        let sql = format!(
-            "SELECT * FROM {src} WHERE {IN_RANGE} ORDER BY symbol, exchange_timestamp, sequence_number"
-        );
-        self.run_ranged(&sql, range, 1)
+        self.rows_in("trades", range).await
     }
 
     /// Quotes of the range, ordered by symbol, exchange time and sequence number.
     pub async fn quotes_in(&self, range: &Range) -> Result<Vec<RecordBatch>> {
-        let Some(src) = self.source("quotes", range).await? else {
-            return Ok(Vec::new());
-        };
-        let sql = format!(
-            "SELECT * FROM {src} WHERE {IN_RANGE} ORDER BY symbol, exchange_timestamp, sequence_number"
-        );
-        self.run_ranged(&sql, range, 1)
+        self.rows_in("quotes", range).await
     }
 
     /// Each trade with the quote prevailing when it printed (the last quote of the same
@@ -132,7 +139,7 @@ impl Session {
         let symbols = range.symbols.join(",");
         let (from, to) = (range.from.to_rfc3339(), range.to.to_rfc3339());
         let quotes_from = quote_range.from.to_rfc3339();
-        self.sql(
+        self.run(
             &sql,
             duckdb::params![
                 range.exchange,

@@ -126,6 +126,11 @@ impl Session {
     /// (SELECT, WITH, VALUES, FROM, DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN of those).
     pub fn sql(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
         self.check_query(query)?;
+        self.run(query, params)
+    }
+
+    /// SQL that K2 built itself (OHLCV, questions): no statement check needed.
+    pub(crate) fn run(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
         let mut stmt = self.conn.prepare(query)?;
         let batches: Vec<RecordBatch> = stmt.query_arrow(params)?.collect();
         Ok(batches)
@@ -186,9 +191,5 @@ impl Session {
             Some(id) => plan::data_files(&t.table, id, filter).await,
             None => Ok(Vec::new()),
         }
-    }
-
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
     }
 }

@@ -30,13 +30,13 @@ use arrow::array::AsArray;
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::RecordBatch;
 
-use crate::buffer::{Buffer, CommitJob, PartitionState, SealReason, TopicNames};
+use crate::buffer::{Buffer, CommitJob, PartitionState, SealReason};
 use crate::commit::{CommitError, Committer, JobOutcome, RangeOutcome};
 use crate::consumer::{self, RebalanceEvent, SinkConsumer, SinkContext};
 use crate::dead_letters::{DeadLetterError, DeadLetters, PendingDeadLetters};
 use crate::instrumentation::{LogBudget, Metrics, SequenceLabels};
 use crate::offsets::TopicPartition;
-use crate::sequence::{InstrumentKey, Observation, SequenceKind, SequenceTracker, trading_day};
+use crate::sequence::{Instruments, Observation, SequenceKind, SequenceTracker};
 use crate::serialization::{
     DECODE_BATCH_ROWS, DecodeErrorKind, RawRecord, Rejected, SchemaDecoder, SchemaSource,
     WriterSchemas, schema_id,
@@ -130,8 +130,7 @@ pub struct Sink {
     sequences: SequenceTracker,
     sequence_warmup: Duration,
     events_schema: arrow_schema::SchemaRef,
-    timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
-    exchanges: TopicNames,
+    instruments: Instruments,
     anomaly_log: LogBudget,
 }
 
@@ -266,8 +265,7 @@ impl Sink {
             ),
             events_schema: events_layout.arrow_schema.clone(),
             sequence_warmup: config.sink.sequence_warmup,
-            timezones,
-            exchanges: TopicNames::default(),
+            instruments: Instruments::new(timezones),
             anomaly_log: LogBudget::new(20, Duration::from_secs(10)),
         })
     }
@@ -647,14 +645,10 @@ impl Sink {
         let mut events = SequenceEventRows::default();
         for i in 0..batch.num_rows() {
             let ex = exchange.value(i);
-            let tz = self.timezones.get(ex).copied().unwrap_or(chrono_tz::UTC);
-            let key = InstrumentKey {
-                exchange: self.exchanges.intern(ex),
-                data_type,
-                symbol: symbol.value(i).into(),
-            };
+            let (key, day) = self
+                .instruments
+                .key(data_type, ex, symbol.value(i), ts.value(i));
             let actual = seq.value(i);
-            let day = trading_day(ts.value(i), tz);
             let o = self
                 .sequences
                 .observe(&key, actual, day, partition.value(i));
@@ -749,14 +743,8 @@ impl Sink {
             match result {
                 Ok(rows) => {
                     for (ex, symbol, seq, ts, partition) in rows {
-                        let tz = self.timezones.get(&ex).copied().unwrap_or(chrono_tz::UTC);
-                        let key = InstrumentKey {
-                            exchange: self.exchanges.intern(&ex),
-                            data_type,
-                            symbol: symbol.into(),
-                        };
-                        self.sequences
-                            .seed(key, seq, trading_day(ts, tz), partition);
+                        let (key, day) = self.instruments.key(data_type, &ex, &symbol, ts);
+                        self.sequences.seed(key, seq, day, partition);
                         seeded += 1;
                     }
                 }

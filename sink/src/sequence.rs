@@ -8,11 +8,15 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use chrono::{NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use lru::LruCache;
 
 use k2_common::topic::DataType;
+
+use crate::buffer::TopicNames;
 
 /// How a record's sequence number relates to the last one seen for its instrument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +54,44 @@ impl SequenceKind {
             self,
             SequenceKind::Gap { .. } | SequenceKind::OutOfOrder | SequenceKind::Reset
         )
+    }
+}
+
+/// How rows name instruments: exchange names shared between keys, trading days in each
+/// exchange's time zone from topics.yaml (UTC for an exchange it does not list).
+#[derive(Debug, Default)]
+pub struct Instruments {
+    timezones: BTreeMap<String, Tz>,
+    exchanges: TopicNames,
+}
+
+impl Instruments {
+    pub fn new(timezones: BTreeMap<String, Tz>) -> Self {
+        Instruments {
+            timezones,
+            exchanges: TopicNames::default(),
+        }
+    }
+
+    /// The instrument of a row and the trading day of its exchange time.
+    pub fn key(
+        &mut self,
+        data_type: DataType,
+        exchange: &str,
+        symbol: &str,
+        ts_micros: i64,
+    ) -> (InstrumentKey, NaiveDate) {
+        let tz = self
+            .timezones
+            .get(exchange)
+            .copied()
+            .unwrap_or(chrono_tz::UTC);
+        let key = InstrumentKey {
+            exchange: self.exchanges.intern(exchange),
+            data_type,
+            symbol: symbol.into(),
+        };
+        (key, trading_day(ts_micros, tz))
     }
 }
 

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use arrow::array::AsArray;
 use arrow::compute::{interleave_record_batch, partition};
 use arrow::datatypes::DataType as ArrowType;
-use arrow_array::{
-    Array, ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
 use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -70,8 +68,6 @@ fn adapt(batch: &RecordBatch, schema: &arrow_schema::SchemaRef) -> Result<Record
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| invalid(e.to_string()))
 }
 
-/// Sorts `batches` and writes them as data files of `table`. `file_prefix` makes file
-/// names unique per job and attempt.
 fn day_of(micros: i64) -> i32 {
     micros.div_euclid(MICROS_PER_DAY) as i32
 }
@@ -95,13 +91,6 @@ fn sort_order(batches: &[RecordBatch], partitioned: bool) -> Result<Vec<(usize, 
         let symbol =
             arrow::compute::cast(&column(b, SYMBOL)?, &ArrowType::Utf8).map_err(arrow_err)?;
         let ts = column(b, EXCHANGE_TIMESTAMP)?;
-        if ts
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .is_none()
-        {
-            return Err(invalid("exchange_timestamp is not a microsecond timestamp"));
-        }
         keys.push((exchange, symbol, ts));
     }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -109,7 +98,9 @@ fn sort_order(batches: &[RecordBatch], partitioned: bool) -> Result<Vec<(usize, 
     let mut keyed: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
     for (b, (exchange, symbol, ts)) in keys.iter().enumerate() {
         let (exchange, symbol) = (exchange.as_string::<i32>(), symbol.as_string::<i32>());
-        let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let ts = ts
+            .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+            .ok_or_else(|| invalid("exchange_timestamp is not a microsecond timestamp"))?;
         for r in 0..ts.len() {
             let micros = ts.value(r);
             let day = if partitioned { day_of(micros) } else { 0 };
@@ -135,6 +126,8 @@ fn sort_order(batches: &[RecordBatch], partitioned: bool) -> Result<Vec<(usize, 
         .collect())
 }
 
+/// Sorts `batches` and writes them as data files of `table`. `file_prefix` makes file
+/// names unique per job and attempt.
 pub async fn write_data_files(
     table: &Table,
     day_partitioned: bool,
@@ -154,10 +147,9 @@ pub async fn write_data_files(
     if adapted.is_empty() {
         return Ok(Vec::new());
     }
-    let partitioned = day_partitioned;
     // One copy, straight into sorted order (no concatenated copy first: at the default
     // commit size that was ~100 MB of peak memory).
-    let order = sort_order(&adapted, partitioned)?;
+    let order = sort_order(&adapted, day_partitioned)?;
     let sorted = interleave_record_batch(&adapted.iter().collect::<Vec<_>>(), &order)
         .map_err(|e| invalid(e.to_string()))?;
     drop(order);
@@ -183,7 +175,7 @@ pub async fn write_data_files(
             .map(|v| day_of(*v)),
     );
     let mut partition_columns: Vec<ArrayRef> = vec![Arc::new(sorted_exchange.clone())];
-    if partitioned {
+    if day_partitioned {
         partition_columns.push(Arc::new(sorted_day.clone()));
     }
     let ranges = partition(&partition_columns)

@@ -18,12 +18,8 @@ use rdkafka::client::DefaultClientContext;
 
 /// The broker the tests use: `127.0.0.1:$K2_KAFKA_PORT` (`scripts/test` gives the tests a
 /// broker of their own on 19092, started empty each run), else the default 9092.
-pub static BOOTSTRAP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "127.0.0.1:{}",
-        std::env::var("K2_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
-    )
-});
+pub static BOOTSTRAP: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("127.0.0.1:{}", env_or("K2_KAFKA_PORT", 9092u16)));
 
 /// Loading a config reads `K2_*` variables; tests that set them take this lock.
 pub static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -101,10 +97,12 @@ pub fn ensure_services() {
 pub const S3_ACCESS_KEY: &str = "k2";
 pub const S3_SECRET_KEY: &str = "k2-secret-key";
 
-fn port(var: &str, default: u16) -> u16 {
+/// `$var` parsed, or `default` when it is unset or does not parse (ports of the local
+/// services, sizes of the crash test).
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
     std::env::var(var)
         .ok()
-        .and_then(|p| p.parse().ok())
+        .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
@@ -113,7 +111,7 @@ fn s3_settings() -> String {
     format!(
         "[warehouse.s3]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\n\
          path_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
-        port("K2_S3_PORT", 9000)
+        env_or("K2_S3_PORT", 9000u16)
     )
 }
 
@@ -123,7 +121,7 @@ fn create_table_bucket(name: &str) {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/k2"));
     let weed = cache.join("venv/bin/weed");
-    let master = format!("-master=127.0.0.1:{}", port("K2_S3_PORT", 9000) + 1);
+    let master = format!("-master=127.0.0.1:{}", env_or("K2_S3_PORT", 9000u16) + 1);
     let mut child = Command::new(&weed)
         .args(["shell", &master])
         .stdin(std::process::Stdio::piped())
@@ -423,7 +421,7 @@ impl TestEnv {
             "[catalog]\ntype = \"rest\"\nname = \"k2\"\nuri = \"http://127.0.0.1:{rest}\"\n\
              credential = \"{S3_ACCESS_KEY}:{S3_SECRET_KEY}\"\nwarehouse = \"s3://{bucket}\"\n\
              [warehouse]\nlocation = \"s3://{bucket}\"\n{s3}",
-            rest = port("K2_ICEBERG_REST_PORT", 8181),
+            rest = env_or("K2_ICEBERG_REST_PORT", 8181u16),
             s3 = s3_settings(),
         ));
     }
