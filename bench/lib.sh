@@ -37,9 +37,10 @@ open(path, "w").write("\n".join(lines))
 PY
 }
 
-# bench_broker: an empty broker of its own on $K2_BENCH_KAFKA_PORT (29092), so earlier
-# runs' data does not slow it down. Scripts stop it on exit (bench_broker_stop): an idle
-# Tansu keeps burning about half a core and would skew later benchmarks.
+# bench_broker: an empty Apache Kafka broker of its own on $K2_BENCH_KAFKA_PORT (29092), so
+# earlier runs' data and the demo's or tests' brokers do not share its disk cache or its
+# cores. Scripts stop it on exit (bench_broker_stop) so later benchmarks run on a quiet
+# machine.
 bench_broker() {
   export K2_KAFKA_PORT="${K2_BENCH_KAFKA_PORT:-29092}"
   export K2_SERVICES_DIR="$K2_ROOT/.k2/bench-services"

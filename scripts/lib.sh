@@ -29,13 +29,37 @@ tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 # pid_alive FILE: true if FILE holds the pid of a live process.
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# stop_pidfile FILE NAME: SIGTERM, wait up to 10 s, then SIGKILL.
+# stop_pidfile FILE NAME [SECONDS]: SIGTERM, wait up to SECONDS (10), then SIGKILL.
 stop_pidfile() {
-  local file=$1 name=$2 pid
+  local file=$1 name=$2 seconds=${3:-10} pid
   pid_alive "$file" || { rm -f "$file"; return 0; }
   pid=$(cat "$file")
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  for _ in $(seq $((seconds * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$pid" 2>/dev/null; then log "$name did not stop on SIGTERM; killing"; kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$file"
 }
+
+# The project's Python (a venv in the cache) with the official confluent-kafka client:
+# the tests' reference producer and the services' metadata probe. Created on first use.
+K2_VENV="$K2_CACHE/venv"
+k2_python() {
+  if ! "$K2_VENV/bin/python" -c "import confluent_kafka.schema_registry.avro" 2>/dev/null; then
+    log "installing confluent-kafka into $K2_VENV"
+    [[ -x $K2_VENV/bin/pip ]] || python3 -m venv "$K2_VENV"
+    "$K2_VENV/bin/pip" install -q "confluent-kafka[avro,schemaregistry]==2.12.*" >&2 \
+      || die "pip install confluent-kafka failed"
+  fi
+  printf '%s\n' "$K2_VENV/bin/python"
+}
+
+# maven ARGS...: Maven in batch mode with its local repository in the cache (so an empty
+# ~/.cache/k2 really is a cold start, and clones share what was downloaded).
+maven() {
+  command -v mvn >/dev/null || die "mvn not found: K2's local services need Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)"
+  mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$K2_CACHE/m2" "$@"
+}
+
+# java_service_pid MARKER: the pid of a live JVM started with -Dk2.service=MARKER
+# (by this checkout or another one on the machine), empty if none.
+java_service_pid() { pgrep -f -- "-Dk2.service=$1( |$)" | head -n 1 || true; }

@@ -1,4 +1,4 @@
-//! The Schema Registry path, against the Confluent-API registry under tests/registry/:
+//! The Schema Registry path, against the real Confluent-API registry of the local services:
 //! `k2-admin schemas register`, records serialized by the official confluent-kafka client
 //! decoded by the sink through the registry, and k2-feed framing with registry ids.
 
@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k2_tests::registry::{Registry, python};
-use k2_tests::{BOOTSTRAP, TestEnv, ensure_services, stderr, stdout, tables};
+use k2_tests::{BOOTSTRAP, TestEnv, stderr, stdout, tables};
 
 #[test]
 fn registry_path_end_to_end() {
-    ensure_services();
     let python = python();
-    let registry = Registry::start();
+    let registry = Registry::local();
     let mut env = TestEnv::new();
     env.set_partitions(2, 1);
     env.var(

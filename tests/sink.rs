@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use k2_common::config::GroupProtocol;
 use k2_common::records::{Quote, Trade};
 use k2_tests::feed::{self, ASX_SYMBOLS, CRYPTO_SYMBOLS, Feed, Raw};
 use k2_tests::tables::{self, Scanned};
@@ -453,14 +454,23 @@ fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_good_ones_land() {
 /// A sink configured to commit often (so kills land in and around commits) and to be
 /// declared dead quickly by the group coordinator after a kill (topics not yet created).
 fn crash_env() -> TestEnv {
+    crash_env_with(GroupProtocol::Classic)
+}
+
+/// [`crash_env`] joining with this group protocol. With KIP-848 the broker sets the
+/// session timeout (the local broker's `group.consumer.session.timeout.ms` is 10 s).
+fn crash_env_with(protocol: GroupProtocol) -> TestEnv {
     let mut env = TestEnv::new();
     env.set_partitions(4, 3);
     env.var("K2_SINK__COMMIT__INTERVAL", "300ms")
         .var("K2_SINK__COMMIT__MAX_RECORDS", "5000")
-        .var(
+        .var("K2_KAFKA__GROUP_PROTOCOL", protocol.as_str());
+    if protocol == GroupProtocol::Classic {
+        env.var(
             "K2_KAFKA__PROPERTIES",
             r#"{"session.timeout.ms"="6000","heartbeat.interval.ms"="1000"}"#,
         );
+    }
     env
 }
 
@@ -586,6 +596,16 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     );
 }
 
+/// The same in a KIP-848 group (`kafka.group_protocol = "consumer"`): the broker assigns
+/// partitions and expires the killed member.
+#[test]
+fn kill_9_in_a_kip848_group_loses_and_doubles_nothing() {
+    ensure_services();
+    let env = crash_env_with(GroupProtocol::Consumer);
+    env.create_topics();
+    crash_run(&env, 4, 0, 1_000);
+}
+
 /// The same on the production storage path: the Iceberg REST catalog and an S3 warehouse
 /// (SeaweedFS), where a commit is an HTTP call that a kill can cut anywhere.
 #[test]
@@ -637,16 +657,13 @@ fn crash_run(env: &TestEnv, kills: usize, preload: usize, chunk: usize) {
         let text = env.log(&log);
         eprintln!("--- {log} ---\n{text}");
         committed_before_kill.push(text.matches(" committed ").count());
-        // Let the coordinator expire the killed member (session.timeout.ms = 6 s) before
-        // the restart: Tansu 0.6.0 does not expire a dead group leader once another
-        // member has joined (docs/decisions.md, ADR-12); Kafka would.
-        std::thread::sleep(Duration::from_secs(7));
+        // The restarted sink joins at once; the coordinator expires the killed member
+        // (session.timeout.ms = 6 s) during that join.
     }
     let mut expected = preloaded;
     if let Some(b) = background {
         expected.extend(b.finish());
     }
-    // The local broker reads a large backlog slowly: allow for it.
     env.sink_once(
         &[],
         Duration::from_secs(600 + expected.len() as u64 / 1_000),
@@ -834,18 +851,163 @@ fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {
     assert_exactly_once(&all(&env), &expected, "after a restart");
 }
 
-/// Two sinks in one group while records arrive: one joins mid-stream and is later
-/// killed; the survivor takes its partitions over; every record lands exactly once.
-///
-/// The killed sink is the one that joined: Tansu 0.6.0 never expires a killed group
-/// *leader* (the survivor's JoinGroup keeps naming the dead leader and SyncGroup loops on
-/// "rebalance in progress"), which a real Kafka coordinator does after the session
-/// timeout. Killing the leader is covered by the kill -9 test, where the restarted sink
-/// rejoins an empty group.
+/// A transactional producer commits, aborts, and retries the aborted records in a new
+/// transaction (as a producer does after a failure). Reading `read_committed`, the sink
+/// lands the committed records exactly once and nothing of the aborted transaction; the
+/// retried sequence numbers follow on without a gap or a duplicate.
 #[test]
-fn two_sinks_in_one_group_one_joining_one_killed() {
+fn aborted_transactions_leave_nothing_in_the_tables() {
+    let env = TestEnv::ready(2, 1, "1s");
+    let topic = env.topic(&env.asx, "trades");
+    let rt = k2_tests::runtime();
+    let feed = Feed::transactional(&k2_tests::unique("tx"));
+    let raws = |recs: Vec<(Raw, Trade)>| recs.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+    let first = raws(feed::trades(
+        &topic,
+        &env.asx,
+        "equities",
+        &ASX_SYMBOLS,
+        1,
+        300,
+    ));
+    let retried = raws(feed::trades(
+        &topic,
+        &env.asx,
+        "equities",
+        &ASX_SYMBOLS,
+        51,
+        300,
+    ));
+    let keys = |landed: Vec<feed::Landed>| -> Vec<Key> {
+        landed
+            .into_iter()
+            .map(|l| (topic.clone(), l.partition, l.offset))
+            .collect()
+    };
+
+    let mut expected: BTreeSet<Key> = keys(rt.block_on(feed.send_in_transaction(&first, true)))
+        .into_iter()
+        .collect();
+    let aborted = keys(rt.block_on(feed.send_in_transaction(&retried, false)));
+    // The sink reads past the aborted transaction before the retry arrives.
+    env.sink_once(&[], Duration::from_secs(120));
+    expected.extend(keys(rt.block_on(feed.send_in_transaction(&retried, true))));
+    env.sink_once(&[], Duration::from_secs(120));
+
+    let trades = rt_scan(&env, "trades");
+    assert_exactly_once(&trades, &expected, "committed transactions");
+    let landed: BTreeSet<Key> = trades.lineage().into_iter().collect();
+    assert!(
+        aborted.iter().all(|k| !landed.contains(k)),
+        "a record of the aborted transaction landed"
+    );
+    // Every (symbol, sequence) once: 100 per symbol.
+    let mut seen = BTreeSet::new();
+    for b in &trades.batches {
+        let sym = tables::strings(b, "symbol");
+        let seq = tables::longs(b, "sequence_number");
+        for r in 0..b.num_rows() {
+            assert!(
+                seen.insert((sym.value(r).to_string(), seq.value(r))),
+                "{} {} twice",
+                sym.value(r),
+                seq.value(r)
+            );
+        }
+    }
+    assert_eq!(seen.len(), 600);
+    // The retry continues the sequences: no gap, no duplicate recorded.
+    let events = rt_scan(&env, "sequence_events");
+    let kinds: Vec<String> = events
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let k = tables::strings(b, "kind");
+            (0..b.num_rows())
+                .map(|r| k.value(r).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        kinds.iter().all(|k| k == "first_seen"),
+        "unexpected sequence events: {kinds:?}"
+    );
+}
+
+/// `k2-admin topics apply` raises a topic's partition count while a sink runs: the sink
+/// is assigned the new partitions at its next metadata refresh and lands what arrives
+/// there, with everything before and after exactly once.
+#[test]
+fn raised_partitions_are_picked_up_by_a_running_sink() {
+    let mut env = TestEnv::ready(2, 1, "500ms");
+    env.var(
+        "K2_KAFKA__PROPERTIES",
+        r#"{"topic.metadata.refresh.interval.ms"="1000"}"#,
+    );
+    let topic = env.topic(&env.asx, "trades");
+    let rt = k2_tests::runtime();
+    let raws = |first_seq, n| -> Vec<Raw> {
+        feed::trades(&topic, &env.asx, "equities", &ASX_SYMBOLS, first_seq, n)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    };
+    let mut sink = env.spawn("k2-sink", &[], "sink.log");
+    wait_for_assignment(&env, "sink.log", &mut sink);
+    let mut expected: BTreeSet<Key> = produce(&rt, &Feed::new(), &raws(1, 120))
+        .into_iter()
+        .collect();
+
+    env.edit_topics(|t| t.replacen("partitions: 2\n", "partitions: 4\n", 1));
+    let apply = env.run("k2-admin", &["topics", "apply"]);
+    assert!(
+        k2_tests::stdout(&apply).contains(&format!("done: ~ raise partitions {topic}: 2 -> 4")),
+        "{}{}",
+        k2_tests::stdout(&apply),
+        k2_tests::stderr(&apply)
+    );
+    // A new producer sees four partitions; the symbols now hash over all of them.
+    let after = produce(&rt, &Feed::new(), &raws(21, 120));
+    assert!(
+        after.iter().any(|(_, p, _)| *p >= 2),
+        "no record went to a new partition: {after:?}"
+    );
+    expected.extend(after);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while rt_scan(&env, "trades").rows() < expected.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new partitions were not landed:\n{}",
+            env.log("sink.log")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&sink, "TERM");
+    assert!(wait_exit(&mut sink, Duration::from_secs(60)).success());
+    assert_exactly_once(
+        &rt_scan(&env, "trades"),
+        &expected,
+        "after raising partitions",
+    );
+}
+
+/// Which of two sinks in one group a test kills.
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    /// The first to join. In a classic group the coordinator keeps it as the leader (the
+    /// member that computes the assignment) when the second joins.
+    Leader,
+    /// The second, which joined mid-stream.
+    Joiner,
+}
+
+/// Two sinks in one group while records arrive: one joins mid-stream, then one of them is
+/// killed with -9; the coordinator expires it after the session timeout, the survivor
+/// takes its partitions over, and every record lands exactly once.
+fn two_sinks_one_killed(protocol: GroupProtocol, victim: Victim) {
     ensure_services();
-    let env = crash_env();
+    let env = crash_env_with(protocol);
     env.create_topics();
     let background = BackgroundFeed::start(&env, 800, 1);
 
@@ -854,29 +1016,50 @@ fn two_sinks_in_one_group_one_joining_one_killed() {
     std::thread::sleep(Duration::from_secs(3));
     let mut second = env.spawn("k2-sink", &[], "second.log");
     wait_for_assignment(&env, "second.log", &mut second);
-    std::thread::sleep(Duration::from_secs(4));
-    kill9(&mut second);
-    // The coordinator expires the killed member and the first sink gets its partitions
-    // back (assigned at start, revoked for the second, assigned again).
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while env.log("first.log").matches("partitions assigned").count() < 2 {
+    // The second join revoked some of the first's partitions (cooperative-sticky).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !env.log("first.log").contains("partitions revoked") {
         assert!(
             std::time::Instant::now() < deadline,
-            "first sink never took over:\n{}",
+            "the second sink's join never rebalanced the first:\n{}",
             env.log("first.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let (mut survivor, survivor_log, victim_log) = match victim {
+        Victim::Leader => {
+            kill9(&mut first);
+            (second, "second.log", "first.log")
+        }
+        Victim::Joiner => {
+            kill9(&mut second);
+            (first, "first.log", "second.log")
+        }
+    };
+    // Expired after session.timeout.ms, the victim's partitions go to the survivor: one
+    // more assignment in its log than it had before the kill.
+    let before = env.log(survivor_log).matches("partitions assigned").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while env.log(survivor_log).matches("partitions assigned").count() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivor never took over after the {victim:?} was killed:\n{}",
+            env.log(survivor_log)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // It works through what the victim left uncommitted while records keep arriving.
     std::thread::sleep(Duration::from_secs(3));
     let expected = background.finish();
-    signal(&first, "TERM");
-    let status = wait_exit(&mut first, Duration::from_secs(60));
+    signal(&survivor, "TERM");
+    let status = wait_exit(&mut survivor, Duration::from_secs(60));
     eprintln!(
-        "--- first ---\n{}\n--- second ---\n{}",
-        env.log("first.log"),
-        env.log("second.log")
+        "--- survivor ---\n{}\n--- victim ---\n{}",
+        env.log(survivor_log),
+        env.log(victim_log)
     );
-    assert!(status.success(), "first sink: {status}");
+    assert!(status.success(), "survivor: {status}");
     env.sink_once(&[], Duration::from_secs(300));
 
     let t = rt_scan(&env, "trades");
@@ -886,15 +1069,29 @@ fn two_sinks_in_one_group_one_joining_one_killed() {
         files: Vec::new(),
         snapshots: Vec::new(),
     };
-    assert_exactly_once(&all, &expected, "two sinks");
-    assert!(
-        env.log("first.log").contains(" committed "),
-        "the first sink committed"
-    );
-    assert!(
-        env.log("second.log").contains(" committed "),
-        "the second sink committed"
-    );
+    assert_exactly_once(&all, &expected, &format!("two sinks, {victim:?} killed"));
+    for log in ["first.log", "second.log"] {
+        assert!(
+            env.log(log).contains(" committed "),
+            "{log}: the sink committed"
+        );
+    }
+}
+
+#[test]
+fn two_sinks_in_one_group_leader_killed() {
+    two_sinks_one_killed(GroupProtocol::Classic, Victim::Leader);
+}
+
+#[test]
+fn two_sinks_in_one_group_joiner_killed() {
+    two_sinks_one_killed(GroupProtocol::Classic, Victim::Joiner);
+}
+
+/// The same under the KIP-848 consumer group protocol, where the broker assigns.
+#[test]
+fn two_sinks_in_a_kip848_group_first_killed() {
+    two_sinks_one_killed(GroupProtocol::Consumer, Victim::Leader);
 }
 
 /// A producer switches to a newer schema (an added defaulted field) mid-stream: the

@@ -312,6 +312,9 @@ pub struct Applied {
 }
 
 /// Applies every change, continuing past failures so one refusal does not hide the rest.
+/// Returns once the broker's metadata shows every created or raised topic with its new
+/// partition count: a broker acknowledges a CreateTopics before every broker's metadata
+/// has it, and a producer or sink started right after `apply` must find the topics.
 pub async fn apply(admin: &AdminClient<DefaultClientContext>, plan: &Plan) -> Vec<Applied> {
     let opts = AdminOptions::new()
         .request_timeout(Some(TIMEOUT))
@@ -352,7 +355,50 @@ pub async fn apply(admin: &AdminClient<DefaultClientContext>, plan: &Plan) -> Ve
             result,
         });
     }
+    await_metadata(admin, &mut out).await;
     out
+}
+
+/// Waits (up to [`TIMEOUT`]) until the metadata shows the partition counts of the applied
+/// creations and raises; a change still not visible then is reported as failed.
+async fn await_metadata(admin: &AdminClient<DefaultClientContext>, applied: &mut [Applied]) {
+    let wanted = |c: &Change| match c {
+        Change::Create(t) => Some((t.name.clone(), t.partitions)),
+        Change::RaisePartitions { topic, to, .. } => Some((topic.clone(), *to)),
+        Change::AlterConfigs { .. } => None,
+    };
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let shown: BTreeMap<String, u32> = match admin.inner().fetch_metadata(None, TIMEOUT) {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| (t.name().to_string(), t.partitions().len() as u32))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata request failed; retrying");
+                BTreeMap::new()
+            }
+        };
+        let pending: Vec<&mut Applied> = applied
+            .iter_mut()
+            .filter(|a| a.result.is_ok())
+            .filter(|a| wanted(&a.change).is_some_and(|(name, n)| shown.get(&name) != Some(&n)))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for a in pending {
+                a.result = Err(format!(
+                    "the broker accepted it, but its metadata did not show it within {TIMEOUT:?}"
+                ));
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn topic_outcome(

@@ -19,6 +19,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
+use k2_common::config::GroupProtocol;
 use k2_common::topic::{DataType, TopicName};
 
 use crate::instrumentation::{Metrics, RebalanceLabels};
@@ -227,18 +228,27 @@ async fn load_offsets(
 pub fn consumer_config(
     client_properties: &BTreeMap<String, String>,
     group_id: &str,
+    protocol: GroupProtocol,
 ) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("group.id", group_id)
+        .set("group.protocol", protocol.as_str())
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("isolation.level", "read_committed")
         // Prefetch is bounded (bytes, not messages): with pausing it bounds memory. 32 MiB
         // is ~350k market-data records, seconds of reading at any rate a broker serves one
         // consumer; librdkafka's 64 MiB default put the sink over 512 MiB peak RSS
         // (bench/ingest) with the default commit policy.
         .set("queued.max.messages.kbytes", "32768")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Partitions added to a subscribed topic (`k2-admin topics apply` raising a count)
+        // are noticed at the next metadata refresh: within 30 s, not librdkafka's 5 min.
+        .set("topic.metadata.refresh.interval.ms", "30000");
+    if protocol == GroupProtocol::Classic {
+        // Incremental rebalances: a joining member does not stop everyone's partitions.
+        // (With KIP-848 the broker assigns, incrementally by design.)
+        cc.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     for (k, v) in client_properties {
         cc.set(k, v);
     }

@@ -206,7 +206,11 @@ impl Sink {
         let context = SinkContext::new(runtime.clone(), catalog.clone(), metrics.clone());
         let topic_names: Vec<String> = topics.iter().map(ToString::to_string).collect();
         let consumer = consumer::subscribe(
-            consumer::consumer_config(&client_properties, &config.kafka.group_id),
+            consumer::consumer_config(
+                &client_properties,
+                &config.kafka.group_id,
+                config.kafka.group_protocol,
+            ),
             context,
             &topic_names,
         )?;

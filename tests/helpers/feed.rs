@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use k2_common::records::{Dec8, Envelope, Quote, Side, Trade, WireEncoder};
 use k2_common::topic::DataType;
@@ -50,6 +50,40 @@ impl Feed {
             .create()
             .expect("producer");
         Feed { producer }
+    }
+
+    /// A transactional producer (`transactional.id` = `id`), its transactions initialised.
+    pub fn transactional(id: &str) -> Self {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", BOOTSTRAP.as_str())
+            .set("transactional.id", id)
+            .set("linger.ms", "5")
+            .create()
+            .expect("transactional producer");
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .expect("init transactions");
+        Feed { producer }
+    }
+
+    /// Produces the records in one transaction of a [`Feed::transactional`] producer, then
+    /// commits it or aborts it.
+    pub async fn send_in_transaction(&self, records: &[Raw], commit: bool) -> Vec<Landed> {
+        self.producer
+            .begin_transaction()
+            .expect("begin transaction");
+        let landed = self.send(records).await;
+        let t = Duration::from_secs(30);
+        if commit {
+            self.producer
+                .commit_transaction(t)
+                .expect("commit transaction");
+        } else {
+            self.producer
+                .abort_transaction(t)
+                .expect("abort transaction");
+        }
+        landed
     }
 
     /// Produces the records in order and waits for every acknowledgement.

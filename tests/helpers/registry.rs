@@ -1,58 +1,40 @@
-//! The Confluent-API schema registry kept under `tests/registry/` (no real one can be
-//! installed from the package registries here; docker-compose.yml runs the real one), and
-//! the Python environment with the official confluent-kafka client that produces
-//! reference records through it.
+//! The real Confluent-API schema registry `scripts/services` runs (Apicurio Registry, its
+//! `/apis/ccompat/v7` API), and the Python environment with the official confluent-kafka
+//! client that produces reference records through it.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use crate::repo_root;
+use crate::{ensure_services, env_or};
 
+/// The registry of the local services, on `127.0.0.1:$K2_REGISTRY_PORT` (default 8081).
 pub struct Registry {
-    child: Child,
     pub url: String,
-    port: u16,
 }
 
 impl Registry {
-    pub fn start() -> Self {
-        let mut child = Command::new("python3")
-            .arg(repo_root().join("tests/registry/confluent_api_registry.py"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the test registry");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("test registry did not start: {line:?}"));
+    /// The local services' registry (started if it is not running).
+    pub fn local() -> Self {
+        ensure_services();
+        let port = env_or("K2_REGISTRY_PORT", 8081u16);
         Registry {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            port,
+            url: format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
         }
     }
 
-    /// GET a path; the JSON body.
+    /// GET a path under the Confluent-compatible API; the JSON body.
     pub fn get(&self, path: &str) -> serde_json::Value {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("null");
-        serde_json::from_str(body).unwrap()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let url = format!("{}{path}", self.url);
+        let out = Command::new("curl")
+            .args(["-fsS", "--max-time", "10", &url])
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "GET {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 }
 

@@ -8,9 +8,9 @@ mod topics;
 
 pub use error::ConfigError;
 pub use process::{
-    CatalogConfig, CommitPolicy, K2Config, KafkaConfig, LogConfig, LogFormat, MetricsConfig,
-    QueryConfig, S3Config, SchemaRegistryConfig, SchemasConfig, SinkConfig, SubscriptionConfig,
-    WarehouseConfig,
+    CatalogConfig, CommitPolicy, GroupProtocol, K2Config, KafkaConfig, LogConfig, LogFormat,
+    MetricsConfig, QueryConfig, S3Config, SchemaRegistryConfig, SchemasConfig, SinkConfig,
+    SubscriptionConfig, WarehouseConfig,
 };
 pub use secret::{Properties, RedactedUrl, Secret};
 pub use topics::{

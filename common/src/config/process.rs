@@ -101,6 +101,8 @@ impl SchemasConfig {
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
     pub group_id: String,
+    /// The consumer group protocol the sink joins with.
+    pub group_protocol: GroupProtocol,
     /// Any librdkafka property, passed through as is (SASL/SSL settings go here).
     pub properties: Properties,
 }
@@ -110,7 +112,32 @@ impl Default for KafkaConfig {
         KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             group_id: "k2-iceberg-writer".into(),
+            group_protocol: GroupProtocol::default(),
             properties: Properties::default(),
+        }
+    }
+}
+
+/// Kafka's consumer group protocols (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The classic protocol: the members assign partitions among themselves
+    /// (cooperative-sticky); works with every broker.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka ≥ 4.0): the broker assigns partitions and rebalances incrementally
+    /// without stopping the group; session timeout and heartbeat interval are the
+    /// broker's `group.consumer.*` settings.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
         }
     }
 }
@@ -475,13 +502,44 @@ impl K2Config {
                 "an empty string".into(),
             );
         }
-        for key in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+        for key in [
+            "enable.auto.commit",
+            "group.id",
+            "bootstrap.servers",
+            "group.protocol",
+        ] {
             if self.kafka.properties.get(key).is_some() {
                 return invalid(
                     &format!("kafka.properties.\"{key}\""),
                     "no such property: K2 sets it itself (use the kafka section's own keys)",
                     "it set".into(),
                 );
+            }
+        }
+        if self.kafka.group_protocol == GroupProtocol::Consumer {
+            // librdkafka refuses these with the KIP-848 protocol; say so at load, naming
+            // the key, rather than when the consumer is created.
+            for (key, instead) in [
+                (
+                    "session.timeout.ms",
+                    "the broker's group.consumer.session.timeout.ms",
+                ),
+                (
+                    "heartbeat.interval.ms",
+                    "the broker's group.consumer.heartbeat.interval.ms",
+                ),
+                ("partition.assignment.strategy", "group.remote.assignor"),
+            ] {
+                if self.kafka.properties.get(key).is_some() {
+                    return invalid(
+                        &format!("kafka.properties.\"{key}\""),
+                        &format!(
+                            "no such property with kafka.group_protocol = \"consumer\" \
+                             (use {instead})"
+                        ),
+                        "it set".into(),
+                    );
+                }
             }
         }
         for key in self.schemas.id_files.keys() {
