@@ -210,6 +210,20 @@ fn errors_name_file_key_and_expectation() {
         "",
     );
     assert_error(
+        "[kafka]\ngroup_protocol = \"consumer\"\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+        &[],
+        "kafka.properties.\"session.timeout.ms\"",
+        "no such property with kafka.group_protocol = \"consumer\" \
+         (use the broker's group.consumer.session.timeout.ms)",
+    );
+    assert_error(
+        "[kafka]\ngroup_protocol = \"eager\"\n",
+        &[],
+        "kafka.group_protocol",
+        "unknown variant",
+    );
+    assert_error(
         "[catalog]\ntype = \"hive\"\nuri = \"thrift://x\"\n",
         &[],
         "catalog.type",
