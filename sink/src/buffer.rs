@@ -12,7 +12,7 @@ use arrow_array::{Array, BooleanArray, Int32Array, RecordBatch, StringArray};
 use k2_common::config::CommitPolicy;
 use k2_common::topic::DataType;
 
-use crate::offsets::TopicPartition;
+use crate::offsets::{PartitionMap, TopicPartition};
 use crate::table::{KAFKA_PARTITION, KAFKA_TOPIC};
 
 /// One partition's share of a commit job.
@@ -94,7 +94,7 @@ struct Progress {
 pub struct Buffer {
     tables: BTreeMap<DataType, Vec<RecordBatch>>,
     sequence_events: Vec<RecordBatch>,
-    progress: HashMap<TopicPartition, Progress>,
+    progress: PartitionMap<Progress>,
     records: usize,
     /// Records handled since the last seal, including those still in a decoder or
     /// dead-lettered: what the commit policy counts.
@@ -203,7 +203,7 @@ impl Buffer {
     pub fn seal(
         &mut self,
         data_type_of: impl Fn(&TopicPartition) -> DataType,
-        state: &mut HashMap<TopicPartition, PartitionState>,
+        state: &mut PartitionMap<PartitionState>,
     ) -> CommitJob {
         let mut tables: BTreeMap<DataType, TableJob> = BTreeMap::new();
         for (data_type, batches) in std::mem::take(&mut self.tables) {

@@ -35,7 +35,7 @@ use crate::commit::{CommitError, Committer, JobOutcome, RangeOutcome};
 use crate::consumer::{self, RebalanceEvent, SinkConsumer, SinkContext};
 use crate::dead_letters::{DeadLetterError, DeadLetters, PendingDeadLetters};
 use crate::instrumentation::{LogBudget, Metrics, SequenceLabels};
-use crate::offsets::TopicPartition;
+use crate::offsets::{PartitionMap, TopicPartition};
 use crate::sequence::{Instruments, Observation, SequenceKind, SequenceTracker};
 use crate::serialization::{
     DECODE_BATCH_ROWS, DecodeErrorKind, RawRecord, Rejected, SchemaDecoder, SchemaSource,
@@ -46,6 +46,7 @@ use crate::table::{
     TableLayout, ensure_table,
 };
 use crate::validation::{TimeWindow, shape, validate};
+use rustc_hash::FxBuildHasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -109,13 +110,13 @@ pub struct Sink {
     policy: CommitPolicy,
     min_timestamp_micros: i64,
     max_clock_skew: Duration,
-    topics: HashMap<String, TopicInfo>,
+    topics: HashMap<String, TopicInfo, FxBuildHasher>,
     layouts: HashMap<DataType, TableLayout>,
     reader_schemas: HashMap<DataType, String>,
     writer_schemas: WriterSchemas,
-    decoders: HashMap<(DataType, u32), DecoderSlot>,
+    decoders: HashMap<(DataType, u32), DecoderSlot, FxBuildHasher>,
     buffer: Buffer,
-    partitions: HashMap<TopicPartition, PartitionState>,
+    partitions: PartitionMap<PartitionState>,
     next_epoch: u64,
     dead_letters: DeadLetters,
     jobs: tokio::sync::mpsc::UnboundedSender<JobMessage>,
@@ -250,9 +251,9 @@ impl Sink {
             layouts,
             reader_schemas,
             writer_schemas: WriterSchemas::new(source),
-            decoders: HashMap::new(),
+            decoders: HashMap::default(),
             buffer: Buffer::default(),
-            partitions: HashMap::new(),
+            partitions: PartitionMap::default(),
             next_epoch: 1,
             dead_letters,
             jobs: jobs_tx,
@@ -645,7 +646,7 @@ impl Sink {
         };
         let evictions_before = self.sequences.evictions();
         // Keyed by the topic as the batch holds it: no allocation per row.
-        let mut counts: HashMap<(&str, &'static str), u64> = HashMap::new();
+        let mut counts: HashMap<(&str, &'static str), u64, FxBuildHasher> = HashMap::default();
         let mut events = SequenceEventRows::default();
         for i in 0..batch.num_rows() {
             let ex = exchange.value(i);
