@@ -15,6 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use k2_admin::{schemas, topics};
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::registry::SchemaRegistryClient;
+use k2_common::startup::Program;
 
 #[derive(Parser)]
 #[command(
@@ -63,32 +64,21 @@ enum SchemasAction {
     Register,
 }
 
+const PROGRAM: Program = Program("k2-admin");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = K2Config::load(&cli.config)
-        .map_err(anyhow::Error::from)
-        .and_then(|c| {
-            let t = TopicsConfig::load(&c.topics_file)?;
-            Ok((c, t))
-        });
-    let (config, topics_config) = match loaded {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("k2-admin: {e:#}");
-            return ExitCode::from(2);
-        }
+    let started = match PROGRAM.start(&cli.config, true) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    k2_common::logging::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(run(cli.command, &config, &topics_config)) {
+    let topics_config = started.topics.expect("loaded: asked for");
+    match PROGRAM
+        .runtime(1)
+        .block_on(run(cli.command, &started.config, &topics_config))
+    {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("k2-admin: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => PROGRAM.failure(&e),
     }
 }
 

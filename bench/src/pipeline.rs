@@ -22,16 +22,19 @@ use k2_common::config::K2Config;
 use k2_common::records::WireEncoder;
 use k2_common::schema::BuiltinSchema;
 use k2_common::topic::DataType;
+use k2_common::topic::TopicName;
 use k2_feed::event::Event;
 use k2_feed::synthetic::{ExchangeSpec, SyntheticMarket};
-use k2_sink::buffer::{CommitJob, PartitionRange, TableJob};
 use k2_sink::commit::Committer;
+use k2_sink::decoder::{RawRecord, Rejected, SchemaSource};
+use k2_sink::decoding::Decoding;
 use k2_sink::instrumentation::Metrics;
-use k2_sink::offsets::TopicPartition;
-use k2_sink::sequence::{Instruments, SequenceTracker};
-use k2_sink::serialization::{RawRecord, SchemaDecoder};
+use k2_sink::job::{CommitJob, PartitionState};
+use k2_sink::offsets::{PartitionMap, TopicPartition};
+use k2_sink::sequence_check::{SequenceCheck, SequenceCheckConfig};
+use k2_sink::stages::Stages;
 use k2_sink::table::{TableLayout, ensure_table};
-use k2_sink::validation::{TimeWindow, shape, validate};
+use k2_sink::validation::Validation;
 
 use crate::usage;
 
@@ -99,7 +102,7 @@ impl Generator {
         let mut topics = Vec::new();
         let mut topic_index = HashMap::new();
         for ex in &exchanges {
-            for dt in [DataType::Trades, DataType::Quotes, DataType::ReferenceData] {
+            for dt in DataType::ALL {
                 let name = format!("market.{}.{}.{}", ex.asset_class, dt.as_str(), ex.code);
                 topic_index.insert((ex.code.clone(), dt), topics.len() as u16);
                 topics.push((Arc::<str>::from(name), dt));
@@ -108,15 +111,9 @@ impl Generator {
         let span = args.records as i64 * args.spacing_micros;
         Generator {
             market: SyntheticMarket::new(exchanges, args.symbols, 7, 1),
-            encoders: [
-                (DataType::Trades, WireEncoder::new(DataType::Trades, 1)),
-                (DataType::Quotes, WireEncoder::new(DataType::Quotes, 2)),
-                (
-                    DataType::ReferenceData,
-                    WireEncoder::new(DataType::ReferenceData, 3),
-                ),
-            ]
-            .into(),
+            encoders: DataType::ALL
+                .map(|dt| (dt, WireEncoder::new(dt, schema_id(dt))))
+                .into(),
             topics,
             topic_index,
             next_offset: HashMap::new(),
@@ -168,20 +165,18 @@ impl Generator {
     }
 }
 
-/// Decode → validate → shape → sequence check for one job's records; the job to commit.
-struct Stages {
-    layouts: HashMap<DataType, TableLayout>,
-    decoders: HashMap<DataType, SchemaDecoder>,
-    tracker: SequenceTracker,
-    recorded: HashMap<TopicPartition, i64>,
-    instruments: Instruments,
+/// The sink's own stages (decode → validate → sequence check → buffer) for one job's
+/// records; the job to commit.
+struct Pipeline {
+    stages: Stages,
+    partitions: PartitionMap<PartitionState>,
+    rejected: Vec<Rejected>,
     dead: usize,
 }
 
-impl Stages {
+impl Pipeline {
     fn job(&mut self, generator: &Generator, records: &Records) -> anyhow::Result<CommitJob> {
-        let mut batches: HashMap<DataType, Vec<arrow::record_batch::RecordBatch>> = HashMap::new();
-        let mut ranges: HashMap<(u16, i32), (i64, i64)> = HashMap::new();
+        let mut probe = TopicPartition::new(String::new(), 0);
         for r in &records.recs {
             let (topic, dt) = &generator.topics[r.topic as usize];
             let rec = RawRecord {
@@ -192,107 +187,35 @@ impl Stages {
                 key: Some(&records.bytes[r.key.clone()]),
                 value: &records.bytes[r.value.clone()],
             };
-            let range = ranges
-                .entry((r.topic, r.partition))
-                .or_insert((r.offset, r.offset));
-            range.1 = r.offset;
-            let decoder = self.decoders.get_mut(dt).expect("a decoder per data type");
-            decoder
-                .push(&rec)
-                .map_err(|e| anyhow::anyhow!("decode: {e}"))?;
-            if decoder.is_full() {
-                self.flush(*dt, &mut batches)?;
-            }
+            probe.topic.clear();
+            probe.topic.push_str(topic);
+            probe.partition = r.partition;
+            self.stages
+                .buffer
+                .handled(&probe, r.offset, rec.value.len());
+            self.stages.push(*dt, &rec, true, &mut self.rejected)?;
         }
-        for dt in [DataType::Trades, DataType::Quotes, DataType::ReferenceData] {
-            self.flush(dt, &mut batches)?;
-        }
-        let mut tables = Vec::new();
-        for (dt, batches) in batches {
-            let mut partitions = BTreeMap::new();
-            for (&(topic, partition), &(first, last)) in &ranges {
-                if generator.topics[topic as usize].1 != dt {
-                    continue;
-                }
-                let tp =
-                    TopicPartition::new(generator.topics[topic as usize].0.to_string(), partition);
-                let expected = self.recorded.insert(tp.clone(), last + 1);
-                partitions.insert(
-                    tp,
-                    PartitionRange {
-                        expected_recorded: expected,
-                        first_offset: first,
-                        end: last + 1,
-                        epoch: 0,
-                    },
-                );
-            }
-            let records = batches.iter().map(|b| b.num_rows()).sum();
-            tables.push(TableJob {
-                data_type: dt,
-                batches,
-                records,
-                partitions,
-            });
-        }
-        Ok(CommitJob {
-            records: records.recs.len(),
-            bytes: records.bytes.len(),
-            tables,
-            sequence_events: Vec::new(),
-        })
+        self.stages.flush(&mut self.rejected)?;
+        self.dead += self.rejected.len();
+        self.rejected.clear();
+        let job = self.stages.buffer.seal(
+            |tp| {
+                tp.topic
+                    .parse::<TopicName>()
+                    .map_or(DataType::Trades, |t| t.data_type())
+            },
+            &mut self.partitions,
+        );
+        Ok(job)
     }
+}
 
-    fn flush(
-        &mut self,
-        dt: DataType,
-        out: &mut HashMap<DataType, Vec<arrow::record_batch::RecordBatch>>,
-    ) -> anyhow::Result<()> {
-        let decoder = self.decoders.get_mut(&dt).expect("a decoder per data type");
-        let (decoded, rejected) = decoder.flush().map_err(|e| anyhow::anyhow!("flush: {e}"))?;
-        self.dead += rejected.len();
-        let Some(decoded) = decoded else {
-            return Ok(());
-        };
-        let now = chrono::Utc::now();
-        let window = TimeWindow {
-            min_micros: 0,
-            max_micros: (now + Duration::from_secs(86_400)).timestamp_micros(),
-        };
-        let violations = validate(dt, &decoded, window);
-        let (batch, invalid) = shape(
-            &self.layouts[&dt],
-            decoded,
-            violations,
-            now.timestamp_micros(),
-        )?;
-        self.dead += invalid.len();
-        if let Some(batch) = batch {
-            if dt != DataType::ReferenceData {
-                self.check_sequences(dt, &batch);
-            }
-            out.entry(dt).or_default().push(batch);
-        }
-        Ok(())
-    }
-
-    /// What the sink does per row: the instrument key and trading day, then the LRU
-    /// tracker's classification.
-    fn check_sequences(&mut self, dt: DataType, batch: &arrow::record_batch::RecordBatch) {
-        use arrow::array::AsArray;
-        use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
-        let exchange = batch["exchange"].as_string::<i32>();
-        let symbol = batch["symbol"].as_string::<i32>();
-        let seq = batch["sequence_number"].as_primitive::<Int64Type>();
-        let ts = batch["exchange_timestamp"].as_primitive::<TimestampMicrosecondType>();
-        let partition = batch["kafka_partition"].as_primitive::<Int32Type>();
-        for i in 0..batch.num_rows() {
-            let (key, day) =
-                self.instruments
-                    .key(dt, exchange.value(i), symbol.value(i), ts.value(i));
-            self.tracker
-                .observe(&key, seq.value(i), day, partition.value(i));
-        }
+/// The writer schema id the generated payloads carry.
+fn schema_id(data_type: DataType) -> u32 {
+    match data_type {
+        DataType::Trades => 1,
+        DataType::Quotes => 2,
+        DataType::ReferenceData => 3,
     }
 }
 
@@ -321,37 +244,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let catalog: Arc<dyn Catalog> = rt
         .block_on(k2_common::catalog::connect(&config))
         .context("catalog")?;
-    let mut layouts = HashMap::new();
-    let mut decoders = HashMap::new();
-    for (dt, id) in [
-        (DataType::Trades, 1),
-        (DataType::Quotes, 2),
-        (DataType::ReferenceData, 3),
-    ] {
+    let mut ids = BTreeMap::new();
+    let mut tables = Vec::new();
+    for dt in DataType::ALL {
         let builtin = BuiltinSchema::for_data_type(dt);
         let layout = TableLayout::new(dt, &builtin.parse())?;
         rt.block_on(ensure_table(catalog.as_ref(), &layout))?;
-        layouts.insert(dt, layout);
-        decoders.insert(
-            dt,
-            SchemaDecoder::new(id, builtin.text, builtin.text, 8192)
-                .map_err(|e| anyhow::anyhow!(e))?,
-        );
+        ids.insert(schema_id(dt), builtin.text.to_string());
+        tables.push((dt, layout, builtin.text));
     }
-    rt.block_on(ensure_table(
-        catalog.as_ref(),
-        &TableLayout::sequence_events()?,
-    ))?;
-    let mut stages = Stages {
-        layouts,
-        decoders,
-        tracker: SequenceTracker::new(NonZeroUsize::new(10_000).unwrap()),
-        recorded: HashMap::new(),
-        instruments: Instruments::new(Default::default()),
+    let mut decoding = Decoding::new(
+        SchemaSource::Local(ids),
+        catalog.clone(),
+        rt.handle().clone(),
+    );
+    for (dt, layout, reader) in tables {
+        decoding.add_table(dt, layout, reader);
+    }
+    let events = TableLayout::sequence_events()?;
+    rt.block_on(ensure_table(catalog.as_ref(), &events))?;
+    let metrics = Metrics::new();
+    let mut stages = Pipeline {
+        stages: Stages::new(
+            decoding,
+            Validation {
+                min_timestamp_micros: 0,
+                max_clock_skew: Duration::from_secs(86_400),
+            },
+            SequenceCheck::new(
+                SequenceCheckConfig {
+                    capacity: NonZeroUsize::new(10_000).expect("non-zero"),
+                    timezones: Default::default(),
+                    warmup_window: Duration::ZERO,
+                },
+                events.arrow_schema.clone(),
+                metrics.clone(),
+            ),
+        ),
+        partitions: PartitionMap::default(),
+        rejected: Vec::new(),
         dead: 0,
     };
     let writer_id = format!("k2-bench-{}", std::process::id());
-    let committer = Committer::new(catalog.clone(), "k2-bench", &writer_id, Metrics::new());
+    let committer = Committer::new(catalog.clone(), "k2-bench", &writer_id, metrics);
     let mut generator = Generator::new(&args);
 
     // Payloads first (outside the clock) unless streaming.
@@ -414,7 +349,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stages.dead
     );
     let mut landed = 0u64;
-    for dt in [DataType::Trades, DataType::Quotes, DataType::ReferenceData] {
+    for dt in DataType::ALL {
         let table = rt.block_on(catalog.load_table(&k2_sink::table::table_ident(dt)))?;
         landed += table
             .metadata()

@@ -3,18 +3,21 @@
 
 pub mod catalog;
 pub mod config;
+pub mod data_type;
 pub mod logging;
 pub mod records;
 pub mod registry;
 pub mod retry;
 pub mod schema;
+pub mod startup;
 pub mod subscription;
 pub mod topic;
 pub mod warehouse;
 
 pub use config::{ConfigError, K2Config, TopicsConfig};
+pub use data_type::DataType;
 pub use subscription::{Subscription, SubscriptionFilter};
-pub use topic::{DataType, TopicName};
+pub use topic::TopicName;
 
 /// The version every K2 binary reports (and stamps into dead letters and snapshots).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

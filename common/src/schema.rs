@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use apache_avro::Schema;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 
-use crate::topic::DataType;
-
-/// Names of the shipped schemas (`schemas/{name}.avsc`).
-pub const NAMES: [&str; 3] = ["trade", "quote", "reference_data"];
+use crate::data_type::DataType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuiltinSchema {
@@ -19,22 +16,22 @@ pub struct BuiltinSchema {
     pub text: &'static str,
 }
 
-const TRADE: BuiltinSchema = BuiltinSchema {
-    name: "trade",
-    text: include_str!("../../schemas/trade.avsc"),
-};
-const QUOTE: BuiltinSchema = BuiltinSchema {
-    name: "quote",
-    text: include_str!("../../schemas/quote.avsc"),
-};
-const REFERENCE_DATA: BuiltinSchema = BuiltinSchema {
-    name: "reference_data",
-    text: include_str!("../../schemas/reference_data.avsc"),
-};
-
 impl BuiltinSchema {
+    pub const TRADE: BuiltinSchema = BuiltinSchema {
+        name: "trade",
+        text: include_str!("../../schemas/trade.avsc"),
+    };
+    pub const QUOTE: BuiltinSchema = BuiltinSchema {
+        name: "quote",
+        text: include_str!("../../schemas/quote.avsc"),
+    };
+    pub const REFERENCE_DATA: BuiltinSchema = BuiltinSchema {
+        name: "reference_data",
+        text: include_str!("../../schemas/reference_data.avsc"),
+    };
+
     pub fn all() -> [BuiltinSchema; 3] {
-        [TRADE, QUOTE, REFERENCE_DATA]
+        DataType::ALL.map(|d| d.describe().schema)
     }
 
     pub fn by_name(name: &str) -> Option<BuiltinSchema> {
@@ -42,11 +39,7 @@ impl BuiltinSchema {
     }
 
     pub fn for_data_type(data_type: DataType) -> BuiltinSchema {
-        match data_type {
-            DataType::Trades => TRADE,
-            DataType::Quotes => QUOTE,
-            DataType::ReferenceData => REFERENCE_DATA,
-        }
+        data_type.describe().schema
     }
 
     pub fn parse(&self) -> Schema {
@@ -197,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_new_field_without_default_is_rejected() {
-        let old = TRADE.text;
+        let old = BuiltinSchema::TRADE.text;
         let mut v: serde_json::Value = serde_json::from_str(old).unwrap();
         v["fields"]
             .as_array_mut()
@@ -218,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_decimal_scale_change_is_rejected() {
-        let old = TRADE.text;
+        let old = BuiltinSchema::TRADE.text;
         let new = old.replacen("\"scale\": 8", "\"scale\": 4", 1);
         assert_ne!(old, new);
         let err = check_backward("v1", old, &new).unwrap_err();

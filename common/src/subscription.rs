@@ -18,6 +18,36 @@ pub struct SubscriptionFilter {
 }
 
 impl SubscriptionFilter {
+    /// This filter narrowed by command-line filters (empty lists narrow nothing); `None` if
+    /// they exclude everything it allows.
+    pub fn narrowed(
+        &self,
+        exchanges: &[String],
+        asset_classes: &[String],
+        data_types: &[DataType],
+    ) -> Option<SubscriptionFilter> {
+        fn intersect<T: Ord + Clone>(base: &BTreeSet<T>, narrow: &[T]) -> Option<BTreeSet<T>> {
+            if narrow.is_empty() {
+                Some(base.clone())
+            } else if base.is_empty() {
+                Some(narrow.iter().cloned().collect())
+            } else {
+                let both: BTreeSet<T> = narrow
+                    .iter()
+                    .filter(|x| base.contains(x))
+                    .cloned()
+                    .collect();
+                (!both.is_empty()).then_some(both)
+            }
+        }
+        let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
+        Some(SubscriptionFilter {
+            exchanges: intersect(&self.exchanges, &lower(exchanges))?,
+            asset_classes: intersect(&self.asset_classes, &lower(asset_classes))?,
+            data_types: intersect(&self.data_types, data_types)?,
+        })
+    }
+
     pub fn matches(&self, topic: &TopicName) -> bool {
         (self.asset_classes.is_empty() || self.asset_classes.contains(topic.asset_class()))
             && (self.data_types.is_empty() || self.data_types.contains(&topic.data_type()))

@@ -9,51 +9,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::data_type::DataType;
+
 /// Every topic K2 owns starts with this segment.
 pub const TOPIC_PREFIX: &str = "market";
-
-/// The kinds of market data K2 lands; each has its own schema and Iceberg table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DataType {
-    Trades,
-    Quotes,
-    ReferenceData,
-}
-
-impl DataType {
-    pub const ALL: [DataType; 3] = [DataType::Trades, DataType::Quotes, DataType::ReferenceData];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataType::Trades => "trades",
-            DataType::Quotes => "quotes",
-            DataType::ReferenceData => "reference_data",
-        }
-    }
-
-    /// The Iceberg table in namespace `market_data` that holds this data type.
-    pub fn table_name(self) -> &'static str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for DataType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DataType {
-    type Err = TopicNameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DataType::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| TopicNameError::UnknownDataType(s.to_string()))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicNameError {

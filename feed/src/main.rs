@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::schema::BuiltinSchema;
+use k2_common::startup::Program;
 use k2_common::subscription::{Subscription, SubscriptionFilter};
 use k2_common::topic::{DataType, TopicName};
 use k2_feed::asx::AsxReplay;
@@ -124,37 +125,22 @@ fn parse_drop(s: &str) -> Result<(DataType, String, i64, i64), String> {
     Ok((dt, symbol.to_string(), a, b))
 }
 
+const PROGRAM: Program = Program("k2-feed");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match K2Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("k2-feed: {e}");
-            return ExitCode::from(2);
-        }
+    let started = match PROGRAM.start(&cli.config, true) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let topics = match TopicsConfig::load(&config.topics_file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("k2-feed: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    k2_common::logging::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(run(cli.command, &config, &topics)) {
+    let topics = started.topics.expect("loaded: asked for");
+    match PROGRAM
+        .runtime(1)
+        .block_on(run(cli.command, &started.config, &topics))
+    {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Usage>().is_some() => {
-            eprintln!("k2-feed: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("k2-feed: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) if e.downcast_ref::<Usage>().is_some() => PROGRAM.usage(&e),
+        Err(e) => PROGRAM.failure(&e),
     }
 }
 

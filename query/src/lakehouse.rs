@@ -8,10 +8,11 @@ use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use k2_common::catalog::NAMESPACE;
 use k2_common::config::{K2Config, TopicsConfig};
 
+use crate::TABLES;
+use crate::error::{QueryError, Result};
 use crate::session::Session;
 use crate::snapshot::{self, Pin, Pinned, PinnedTable, SnapshotInfo};
 use crate::storage::WarehouseAccess;
-use crate::{QueryError, Result, TABLES};
 
 pub struct Lakehouse {
     catalog: Arc<dyn Catalog>,

@@ -12,64 +12,23 @@
 //! `reference_data` and `sequence_events` bound to the pinned snapshots; [`ohlcv`] builds
 //! bars; [`rows`] turns results into typed rows.
 
+pub mod error;
 pub mod lakehouse;
 pub mod ohlcv;
 pub mod plan;
 pub mod questions;
+pub mod range;
 pub mod rows;
 pub mod session;
 pub mod snapshot;
 mod storage;
 
+pub use error::{QueryError, Result};
 pub use lakehouse::Lakehouse;
 pub use ohlcv::{Bar, Fill, Interval, OhlcvRequest, TimeZoneChoice};
-pub use questions::Range;
+pub use range::Range;
 pub use session::Session;
 pub use snapshot::{Pin, Pinned, SnapshotInfo};
 
 /// Tables the query module knows, in `market_data`.
-pub const TABLES: [&str; 4] = ["trades", "quotes", "reference_data", "sequence_events"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("cannot reach the catalog at {uri}: {source}")]
-    Unreachable {
-        uri: String,
-        #[source]
-        source: Box<iceberg::Error>,
-    },
-    #[error("catalog: {0}")]
-    Catalog(Box<iceberg::Error>),
-    #[error("unknown table {0:?} (known: trades, quotes, reference_data, sequence_events)")]
-    UnknownTable(String),
-    #[error("table {table} has no snapshot at or before {as_of} (its first is at {first})")]
-    BeforeFirstSnapshot {
-        table: String,
-        as_of: String,
-        first: String,
-    },
-    #[error("table {table} has no snapshot {snapshot_id}")]
-    UnknownSnapshot { table: String, snapshot_id: i64 },
-    #[error("{0}")]
-    Sql(String),
-    #[error(
-        "k2-query sessions are read-only: {0} is not a query (SELECT, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN)"
-    )]
-    ReadOnly(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<iceberg::Error> for QueryError {
-    fn from(e: iceberg::Error) -> Self {
-        QueryError::Catalog(Box::new(e))
-    }
-}
-
-impl From<duckdb::Error> for QueryError {
-    fn from(e: duckdb::Error) -> Self {
-        QueryError::Sql(e.to_string())
-    }
-}
-
-pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+pub use k2_common::data_type::TABLES;

@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow, bail};
 use arrow::record_batch::RecordBatch;
 use clap::{Parser, ValueEnum};
 
-use k2_common::config::K2Config;
+use k2_common::startup::Program;
 use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, Session, TimeZoneChoice};
 
 #[derive(Parser)]
@@ -65,35 +65,26 @@ struct Shell {
     runtime: tokio::runtime::Runtime,
 }
 
+const PROGRAM: Program = Program("k2-query");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match K2Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("k2-query: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match PROGRAM.start(&cli.config, false) {
+        Ok(s) => s.config,
+        Err(code) => return code,
     };
     if cli.print_config {
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
     if cli.format == Format::Parquet && cli.output.is_none() {
-        eprintln!("k2-query: --format parquet needs --output FILE");
-        return ExitCode::from(2);
+        return PROGRAM.usage(&"--format parquet needs --output FILE");
     }
-    k2_common::logging::init(&config.log);
     let pin = match pin_from_args(cli.as_of.as_deref(), &cli.snapshots) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("k2-query: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return PROGRAM.usage(&e),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = PROGRAM.runtime(1);
     let opened = runtime.block_on(async {
         let lakehouse = Lakehouse::open(&config).await?;
         let session = lakehouse.session(pin).await?;
@@ -101,10 +92,7 @@ fn main() -> ExitCode {
     });
     let (lakehouse, session) = match opened {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("k2-query: {e:#}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return PROGRAM.failure(&e),
     };
     let mut shell = Shell {
         lakehouse,
@@ -118,17 +106,13 @@ fn main() -> ExitCode {
     if let Some(f) = &cli.file {
         match std::fs::read_to_string(f) {
             Ok(text) => scripted.extend(statements(&text)),
-            Err(e) => {
-                eprintln!("k2-query: {}: {e}", f.display());
-                return ExitCode::from(2);
-            }
+            Err(e) => return PROGRAM.usage(&format!("{}: {e}", f.display())),
         }
     }
     if !scripted.is_empty() {
         for cmd in &scripted {
             if let Err(e) = shell.run(cmd) {
-                eprintln!("k2-query: {e:#}");
-                return ExitCode::from(1);
+                return PROGRAM.failure(&e);
             }
         }
         return ExitCode::SUCCESS;
@@ -390,18 +374,14 @@ impl Shell {
             }
             for s in statements(&text) {
                 if let Err(e) = self.run(&s) {
-                    eprintln!("k2-query: {e:#}");
-                    return ExitCode::from(1);
+                    return PROGRAM.failure(&e);
                 }
             }
             return ExitCode::SUCCESS;
         }
         let mut editor = match rustyline::DefaultEditor::new() {
             Ok(e) => e,
-            Err(e) => {
-                eprintln!("k2-query: {e}");
-                return ExitCode::from(1);
-            }
+            Err(e) => return PROGRAM.failure(&e),
         };
         let history = std::env::var_os("HOME")
             .map(PathBuf::from)

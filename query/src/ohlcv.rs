@@ -11,12 +11,13 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use k2_common::DataType;
 use k2_common::records::Dec8;
 
-use crate::questions::{IN_RANGE, Range};
+use crate::error::{QueryError, Result};
+use crate::range::{IN_RANGE, Range};
 use crate::session::Session;
 use crate::storage::literal;
-use crate::{QueryError, Result};
 
 /// A bar width `N{s,m,h,d}`, e.g. `1m`, `15m`, `1h`, `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +159,7 @@ impl Session {
                 )));
             }
         }
-        let Some(src) = self.source("trades", &range).await? else {
+        let Some(src) = self.source(DataType::Trades.table_name(), &range).await? else {
             return Ok(Vec::new());
         };
         // Buckets are cut in the chosen zone's wall-clock time, aligned to its midnight,

@@ -8,7 +8,7 @@ use iceberg::expr::{Predicate, Reference};
 use iceberg::spec::Datum;
 use iceberg::table::Table;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Row filters that can prune files.
 #[derive(Debug, Clone, Default)]

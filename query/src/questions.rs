@@ -7,77 +7,14 @@
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
+use k2_common::DataType;
+
+use crate::error::Result;
 use crate::ohlcv::{Fill, Interval, IntervalUnit, OhlcvRequest, TimeZoneChoice};
-use crate::plan::Filter;
-use crate::session::{Session, read_parquet};
-use crate::{QueryError, Result};
-
-/// Symbols on one exchange over `[from, to)`.
-#[derive(Debug, Clone)]
-pub struct Range {
-    pub exchange: String,
-    pub symbols: Vec<String>,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-}
-
-impl Range {
-    /// The range checked (symbols given, none empty or with a comma, `from < to`) as the
-    /// filter that prunes files.
-    pub(crate) fn filter(&self) -> Result<Filter> {
-        if self.symbols.is_empty() {
-            return Err(QueryError::Invalid("give at least one symbol".into()));
-        }
-        if let Some(bad) = self
-            .symbols
-            .iter()
-            .find(|s| s.contains(',') || s.is_empty())
-        {
-            return Err(QueryError::Invalid(format!("invalid symbol {bad:?}")));
-        }
-        if self.from >= self.to {
-            return Err(QueryError::Invalid(format!(
-                "empty range: {} is not before {}",
-                self.from, self.to
-            )));
-        }
-        Ok(Filter {
-            exchange: Some(self.exchange.clone()),
-            symbols: self.symbols.clone(),
-            from: Some(self.from),
-            to: Some(self.to),
-        })
-    }
-}
-
-/// The WHERE clause every question binds (with [`Session::run_ranged`]): exchange,
-/// symbols, time range.
-pub(crate) const IN_RANGE: &str = "exchange = ? AND list_contains(string_split(?, ','), symbol)
-     AND exchange_timestamp >= CAST(? AS TIMESTAMPTZ) AND exchange_timestamp < CAST(? AS TIMESTAMPTZ)";
+use crate::range::{IN_RANGE, Range};
+use crate::session::Session;
 
 impl Session {
-    /// `read_parquet(...)` over the files of `table` that may hold rows of `range`, or
-    /// `None` if there are none.
-    pub(crate) async fn source(&self, table: &str, range: &Range) -> Result<Option<String>> {
-        let files = self.planned_files(table, &range.filter()?).await?;
-        Ok((!files.is_empty()).then(|| read_parquet(&files)))
-    }
-
-    /// Runs `sql` with the range's four parameters bound (once per `?` group of
-    /// [`IN_RANGE`], `times` groups).
-    pub(crate) fn run_ranged(
-        &self,
-        sql: &str,
-        range: &Range,
-        times: usize,
-    ) -> Result<Vec<RecordBatch>> {
-        let symbols = range.symbols.join(",");
-        let (from, to) = (range.from.to_rfc3339(), range.to.to_rfc3339());
-        let one: [&dyn duckdb::ToSql; 4] = [&range.exchange, &symbols, &from, &to];
-        let params: Vec<&dyn duckdb::ToSql> = (0..times).flat_map(|_| one).collect();
-        self.run(sql, &params)
-    }
-
     /// Rows of `table` in the range, ordered by symbol, exchange time and sequence number.
     async fn rows_in(&self, table: &str, range: &Range) -> Result<Vec<RecordBatch>> {
         let Some(src) = self.source(table, range).await? else {
@@ -91,12 +28,12 @@ impl Session {
 
     /// Trades of the range, ordered by symbol, exchange time and sequence number.
     pub async fn trades_in(&self, range: &Range) -> Result<Vec<RecordBatch>> {
-        self.rows_in("trades", range).await
+        self.rows_in(DataType::Trades.table_name(), range).await
     }
 
     /// Quotes of the range, ordered by symbol, exchange time and sequence number.
     pub async fn quotes_in(&self, range: &Range) -> Result<Vec<RecordBatch>> {
-        self.rows_in("quotes", range).await
+        self.rows_in(DataType::Quotes.table_name(), range).await
     }
 
     /// Each trade with the quote prevailing when it printed (the last quote of the same
@@ -104,7 +41,7 @@ impl Session {
     /// `symbol, exchange_timestamp, sequence_number, price, quantity, side, quote_time,
     /// bid_price, ask_price, bid_size, ask_size, mid, spread`.
     pub async fn trades_with_quotes(&self, range: &Range) -> Result<Vec<RecordBatch>> {
-        let Some(trades) = self.source("trades", range).await? else {
+        let Some(trades) = self.source(DataType::Trades.table_name(), range).await? else {
             return Ok(Vec::new());
         };
         // Quotes from well before the range can prevail at its start: plan them from the
@@ -113,7 +50,10 @@ impl Session {
             from: DateTime::<Utc>::UNIX_EPOCH,
             ..range.clone()
         };
-        let quotes = match self.source("quotes", &quote_range).await? {
+        let quotes = match self
+            .source(DataType::Quotes.table_name(), &quote_range)
+            .await?
+        {
             Some(q) => q,
             None => "(SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS exchange,
                         NULL::TIMESTAMPTZ AS exchange_timestamp, NULL::BIGINT AS sequence_number,
@@ -157,7 +97,7 @@ impl Session {
     /// Per symbol, over quotes with both sides present: `quotes, crossed (ask < bid),
     /// min_spread, avg_spread, max_spread, avg_mid`.
     pub async fn spread_stats(&self, range: &Range) -> Result<Vec<RecordBatch>> {
-        let Some(src) = self.source("quotes", range).await? else {
+        let Some(src) = self.source(DataType::Quotes.table_name(), range).await? else {
             return Ok(Vec::new());
         };
         let sql = format!(

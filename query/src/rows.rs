@@ -8,8 +8,8 @@ use arrow::record_batch::RecordBatch;
 use duckdb::ToSql;
 use serde::de::DeserializeOwned;
 
+use crate::error::{QueryError, Result};
 use crate::session::Session;
-use crate::{QueryError, Result};
 
 /// Every row of `batches` as a `T`.
 pub fn from_batches<T: DeserializeOwned>(batches: &[RecordBatch]) -> Result<Vec<T>> {

@@ -7,10 +7,10 @@ use arrow::record_batch::RecordBatch;
 use duckdb::{Connection, ToSql};
 use iceberg::spec::{PrimitiveType, Type};
 
+use crate::error::{QueryError, Result};
 use crate::plan::{self, Filter};
 use crate::snapshot::{Pinned, PinnedTable};
 use crate::storage::{WarehouseAccess, literal};
-use crate::{QueryError, Result};
 
 pub struct Session {
     conn: Connection,

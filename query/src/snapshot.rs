@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use iceberg::table::Table;
 
-use crate::{QueryError, Result};
+use crate::error::{QueryError, Result};
 
 /// What instant to read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

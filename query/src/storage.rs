@@ -8,8 +8,8 @@ use duckdb::Connection;
 
 use k2_common::config::{K2Config, S3Config};
 
+use crate::error::{QueryError, Result};
 use crate::plan;
-use crate::{QueryError, Result};
 
 /// The extension directory scripts/bootstrap fills beside the linked libduckdb.
 const BUILT_IN_EXTENSION_DIR: Option<&str> = option_env!("K2_DUCKDB_EXTENSION_DIR");

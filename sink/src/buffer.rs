@@ -2,87 +2,19 @@
 //! been handled (written to the buffer or dead-lettered). The commit policy decides when
 //! the buffer is sealed into a [`CommitJob`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use arrow::compute::filter_record_batch;
-use arrow_array::{Array, BooleanArray, Int32Array, RecordBatch, StringArray};
+use arrow_array::RecordBatch;
 
 use k2_common::config::CommitPolicy;
-use k2_common::topic::DataType;
+use k2_common::data_type::DataType;
 
+use crate::job::{
+    CommitJob, LineageError, PartitionRange, PartitionState, SealReason, TableJob,
+    batches_without_partitions,
+};
 use crate::offsets::{PartitionMap, TopicPartition};
-use crate::table::{KAFKA_PARTITION, KAFKA_TOPIC};
-
-/// One partition's share of a commit job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionRange {
-    /// The offset the table must have recorded for this job to continue it exactly
-    /// (`None`: nothing recorded yet).
-    pub expected_recorded: Option<i64>,
-    /// First offset handled in this job.
-    pub first_offset: i64,
-    /// Next offset to read after this job.
-    pub end: i64,
-    /// Assignment epoch when the range was read; results of older epochs are stale.
-    pub epoch: u64,
-}
-
-/// Everything one commit cycle writes to one table.
-#[derive(Debug)]
-pub struct TableJob {
-    pub data_type: DataType,
-    pub batches: Vec<RecordBatch>,
-    pub records: usize,
-    pub partitions: BTreeMap<TopicPartition, PartitionRange>,
-}
-
-/// One commit cycle: one Iceberg transaction per table.
-#[derive(Debug)]
-pub struct CommitJob {
-    pub tables: Vec<TableJob>,
-    /// Rows for `sequence_events` found while reading this job's records.
-    pub sequence_events: Vec<RecordBatch>,
-    pub records: usize,
-    pub bytes: usize,
-}
-
-/// Why a buffer is sealed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SealReason {
-    Records,
-    Bytes,
-    Age,
-    Shutdown,
-    CaughtUp,
-}
-
-impl SealReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SealReason::Records => "records",
-            SealReason::Bytes => "bytes",
-            SealReason::Age => "age",
-            SealReason::Shutdown => "shutdown",
-            SealReason::CaughtUp => "caught_up",
-        }
-    }
-}
-
-/// What the sink knows about one assigned partition between commits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartitionState {
-    /// The offset the table is expected to have recorded once every sealed job has
-    /// committed (`None`: nothing recorded yet).
-    pub expected_recorded: Option<i64>,
-    /// Incremented on every (re)assignment and re-seek, so late results about an older
-    /// reading of the partition are recognised and ignored.
-    pub epoch: u64,
-    /// Next offset the poll loop accepts; anything below was prefetched before a
-    /// re-seek and is skipped (`None`: accept whatever comes first).
-    pub next_offset: Option<i64>,
-}
 
 #[derive(Debug)]
 struct Progress {
@@ -164,26 +96,22 @@ impl Buffer {
     }
 
     /// Removes every row and all progress of these partitions (revoked or fenced).
-    pub fn drop_partitions(&mut self, dropped: &HashSet<TopicPartition>) {
+    pub fn drop_partitions(
+        &mut self,
+        dropped: &HashSet<TopicPartition>,
+    ) -> Result<(), LineageError> {
         if dropped.is_empty() {
-            return;
+            return Ok(());
         }
         self.progress.retain(|tp, _| !dropped.contains(tp));
         let mut records = 0;
         for batches in self.tables.values_mut() {
-            let kept: Vec<RecordBatch> = batches
-                .drain(..)
-                .filter_map(|b| without_partitions(&b, dropped))
-                .collect();
+            let kept = batches_without_partitions(batches, dropped)?;
             records += kept.iter().map(RecordBatch::num_rows).sum::<usize>();
             *batches = kept;
         }
         self.tables.retain(|_, b| !b.is_empty());
-        self.sequence_events = self
-            .sequence_events
-            .drain(..)
-            .filter_map(|b| without_partitions(&b, dropped))
-            .collect();
+        self.sequence_events = batches_without_partitions(&self.sequence_events, dropped)?;
         // Bytes are an estimate for the policy; scale them with the rows kept.
         if self.records > 0 {
             let scale = |v: usize| (v as u128 * records as u128 / self.records as u128) as usize;
@@ -196,6 +124,7 @@ impl Buffer {
             self.handled = 0;
             self.oldest = None;
         }
+        Ok(())
     }
 
     /// Empties the buffer into a job. `state` gives, per partition, the offset the table
@@ -250,52 +179,5 @@ impl Buffer {
         self.bytes = 0;
         self.oldest = None;
         job
-    }
-}
-
-/// The batch without rows of the given partitions, `None` if nothing is left.
-pub fn without_partitions(
-    batch: &RecordBatch,
-    dropped: &HashSet<TopicPartition>,
-) -> Option<RecordBatch> {
-    let topics = batch
-        .column_by_name(KAFKA_TOPIC)?
-        .as_any()
-        .downcast_ref::<StringArray>()?;
-    let partitions = batch
-        .column_by_name(KAFKA_PARTITION)?
-        .as_any()
-        .downcast_ref::<Int32Array>()?;
-    let mut probe = TopicPartition::new(String::new(), 0);
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| {
-            probe.topic.clear();
-            probe.topic.push_str(topics.value(i));
-            probe.partition = partitions.value(i);
-            Some(!dropped.contains(&probe))
-        })
-        .collect();
-    let n = keep.true_count();
-    if n == 0 {
-        None
-    } else if n == batch.num_rows() {
-        Some(batch.clone())
-    } else {
-        filter_record_batch(batch, &keep).ok()
-    }
-}
-
-/// Shared, cheap-to-clone topic names (one allocation per topic, not per record).
-#[derive(Debug, Default)]
-pub struct TopicNames(HashMap<String, Arc<str>>);
-
-impl TopicNames {
-    pub fn intern(&mut self, topic: &str) -> Arc<str> {
-        if let Some(t) = self.0.get(topic) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(topic);
-        self.0.insert(topic.to_string(), t.clone());
-        t
     }
 }

@@ -10,32 +10,29 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use arrow::array::AsArray;
-use arrow::datatypes::{Int32Type, Int64Type};
-use arrow_array::{BooleanArray, RecordBatch};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_trait::async_trait;
+use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::{
-    Catalog, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
-};
+use iceberg::{Catalog, ErrorKind};
 
-use crate::buffer::{CommitJob, PartitionRange, TableJob, without_partitions};
 use crate::dead_letters::PendingDeadLetters;
 use crate::instrumentation::{Metrics, TableLabels};
+use crate::job::{
+    CommitJob, LineageError, PartitionRange, TableJob, batches_without_partitions, not_yet_recorded,
+};
 use crate::offsets::{
     COMMIT_ID_PROPERTY, GROUP_PROPERTY, OFFSETS_PROPERTY, TableOffsets, TopicPartition,
     VERSION_PROPERTY, WRITER_PROPERTY, commit_landed,
 };
-use crate::table::{
-    KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, SEQUENCE_EVENTS, sequence_events_ident, table_ident,
-};
+use crate::pinned_catalog::PinnedCatalog;
+use crate::table::{sequence_events_ident, table_ident};
 use crate::writer::write_data_files;
-use k2_common::topic::DataType;
+use k2_common::data_type::{DataType, SEQUENCE_EVENTS_TABLE};
+use k2_common::retry::Backoff;
 
 /// A failure that retrying will not fix; the process exits and a restart resumes from
 /// the offsets the tables recorded.
@@ -68,6 +65,77 @@ pub struct JobOutcome {
     pub id: u64,
     pub tables: Vec<TableOutcome>,
     pub dead_letters: usize,
+}
+
+/// The committer as the poll loop sees it: a task on the runtime that commits one job at
+/// a time and hands results back without blocking the poll thread.
+pub struct CommitTask {
+    jobs: tokio::sync::mpsc::UnboundedSender<(u64, CommitJob, PendingDeadLetters)>,
+    results: std::sync::mpsc::Receiver<Result<JobOutcome, CommitError>>,
+    in_flight: Option<u64>,
+    next_job: u64,
+}
+
+/// The committer task is gone (it ended after an error already reported, or the runtime
+/// shut down).
+#[derive(Debug, thiserror::Error)]
+#[error("the committer task ended")]
+pub struct CommitTaskEnded;
+
+impl CommitTask {
+    pub fn spawn(committer: Committer, runtime: &tokio::runtime::Handle) -> Self {
+        let (jobs_tx, mut jobs_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (results_tx, results_rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            while let Some((id, job, dead_letters)) = jobs_rx.recv().await {
+                let result = committer.commit(id, job, dead_letters).await;
+                if results_tx.send(result).is_err() {
+                    break;
+                }
+            }
+        });
+        CommitTask {
+            jobs: jobs_tx,
+            results: results_rx,
+            in_flight: None,
+            next_job: 1,
+        }
+    }
+
+    /// True while a job is being committed.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Hands a job to the committer; returns its id. Only one job is in flight at a time.
+    pub fn submit(
+        &mut self,
+        job: CommitJob,
+        dead_letters: PendingDeadLetters,
+    ) -> Result<u64, CommitTaskEnded> {
+        debug_assert!(self.in_flight.is_none(), "one job in flight at a time");
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs
+            .send((id, job, dead_letters))
+            .map_err(|_| CommitTaskEnded)?;
+        self.in_flight = Some(id);
+        Ok(id)
+    }
+
+    /// The result of the job in flight, if it has finished.
+    pub fn try_result(
+        &mut self,
+    ) -> Result<Option<Result<JobOutcome, CommitError>>, CommitTaskEnded> {
+        match self.results.try_recv() {
+            Ok(r) => {
+                self.in_flight = None;
+                Ok(Some(r))
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(CommitTaskEnded),
+        }
+    }
 }
 
 /// Commits jobs; one per sink process.
@@ -140,13 +208,7 @@ impl Committer {
         };
         let commit_id = format!("{}-{id}", self.writer_id);
         let started = Instant::now();
-        let mut delays = k2_common::retry::delays();
-        let mut retry = |what: &str, e: &iceberg::Error| {
-            self.metrics.storage_retries.inc();
-            let delay = delays.next().unwrap_or(Duration::from_secs(10));
-            tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
-            delay
-        };
+        let mut backoff = Backoff::new();
         let fatal = |e: iceberg::Error| CommitError {
             table: ident.to_string(),
             message: format!("{e:#}"),
@@ -163,7 +225,8 @@ impl Committer {
                 Ok(t) => t,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    tokio::time::sleep(retry("loading the table", &e)).await;
+                    self.metrics.storage_retries.inc();
+                    backoff.wait("loading the table", &e).await;
                     continue;
                 }
             };
@@ -202,13 +265,10 @@ impl Committer {
                 Some((f, files)) if *f == fenced => files.clone(),
                 _ => {
                     let dropped = fenced.iter().cloned().collect();
-                    let batches: Vec<_> = job
-                        .batches
-                        .iter()
-                        .filter_map(|b| without_partitions(b, &dropped))
-                        .collect();
+                    let batches = batches_without_partitions(&job.batches, &dropped)
+                        .map_err(|e| lineage(&ident, e))?;
                     let prefix = format!("{commit_id}-{}", uuid::Uuid::new_v4().simple());
-                    let day_partitioned = job.data_type != DataType::ReferenceData;
+                    let day_partitioned = job.data_type.describe().day_partitioned;
                     match write_data_files(&table, day_partitioned, &batches, &prefix).await {
                         Ok(files) => {
                             written = Some((fenced.clone(), files.clone()));
@@ -216,7 +276,8 @@ impl Committer {
                         }
                         Err(e) if is_fatal(&e) => return Err(fatal(e)),
                         Err(e) => {
-                            tokio::time::sleep(retry("writing data files", &e)).await;
+                            self.metrics.storage_retries.inc();
+                            backoff.wait("writing data files", &e).await;
                             continue;
                         }
                     }
@@ -247,13 +308,21 @@ impl Committer {
                     return Ok(self.finish(job, &fenced, &recorded, snapshot_id, started, &labels));
                 }
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                    // Another writer committed first. Back off (jittered) before
+                    // re-checking, so two committers do not keep colliding in step.
                     self.metrics.commit(&labels.table, "conflict");
-                    tracing::info!(error = %e, "concurrent commit; re-checking offsets");
+                    backoff
+                        .wait(
+                            "the catalog commit (concurrent commit; re-checking offsets)",
+                            &e,
+                        )
+                        .await;
                 }
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
                     self.metrics.commit(&labels.table, "error");
-                    tokio::time::sleep(retry("the catalog commit", &e)).await;
+                    self.metrics.storage_retries.inc();
+                    backoff.wait("the catalog commit", &e).await;
                 }
             }
         }
@@ -262,7 +331,7 @@ impl Committer {
     /// Appends sequence events, skipping those the table already holds: per partition,
     /// events at offsets below the recorded one were committed by an earlier job (or an
     /// earlier owner) and are final.
-    #[tracing::instrument(skip_all, fields(table = SEQUENCE_EVENTS, job = id))]
+    #[tracing::instrument(skip_all, fields(table = SEQUENCE_EVENTS_TABLE, job = id))]
     async fn commit_sequence_events(
         &self,
         id: u64,
@@ -271,7 +340,7 @@ impl Committer {
     ) -> Result<(), CommitError> {
         let ident = sequence_events_ident();
         let commit_id = format!("{}-{id}-events", self.writer_id);
-        let mut delays = k2_common::retry::delays();
+        let mut backoff = Backoff::new();
         let fatal = |e: iceberg::Error| CommitError {
             table: ident.to_string(),
             message: format!("{e:#}"),
@@ -283,8 +352,7 @@ impl Committer {
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
                     self.metrics.storage_retries.inc();
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
-                    tracing::warn!(error = %e, "loading sequence_events failed; retrying");
+                    backoff.wait("loading sequence_events", &e).await;
                     continue;
                 }
             };
@@ -298,10 +366,10 @@ impl Committer {
                 table: ident.to_string(),
                 message: e.to_string(),
             })?;
-            let fresh: Vec<RecordBatch> = batches
-                .iter()
-                .filter_map(|b| not_yet_recorded(b, &recorded))
-                .collect();
+            let mut fresh: Vec<RecordBatch> = Vec::with_capacity(batches.len());
+            for b in batches {
+                fresh.extend(not_yet_recorded(b, &recorded).map_err(|e| lineage(&ident, e))?);
+            }
             if fresh.is_empty() {
                 return Ok(());
             }
@@ -311,8 +379,7 @@ impl Committer {
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
                     self.metrics.storage_retries.inc();
-                    tracing::warn!(error = %e, "writing sequence events failed; retrying");
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
+                    backoff.wait("writing sequence events", &e).await;
                     continue;
                 }
             };
@@ -321,12 +388,15 @@ impl Committer {
             }));
             match self.append(&table, files, &offsets, &commit_id).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {}
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                    backoff
+                        .wait("committing sequence events (concurrent commit)", &e)
+                        .await;
+                }
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
                     self.metrics.storage_retries.inc();
-                    tracing::warn!(error = %e, "committing sequence events failed; retrying");
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
+                    backoff.wait("committing sequence events", &e).await;
                 }
             }
         }
@@ -357,11 +427,8 @@ impl Committer {
                 (VERSION_PROPERTY.to_string(), k2_common::VERSION.to_string()),
             ]));
         let tx = append.apply(tx)?;
-        let pinned = PinnedCatalog {
-            inner: self.catalog.clone(),
-            table: table.clone(),
-        };
-        tx.commit(&pinned).await
+        tx.commit(&PinnedCatalog::new(self.catalog.clone(), table.clone()))
+            .await
     }
 
     fn finish(
@@ -373,13 +440,12 @@ impl Committer {
         started: Instant,
         labels: &TableLabels,
     ) -> TableOutcome {
+        // Rows of fenced partitions were not written (the committer filtered them before
+        // writing, so their lineage is known to be readable).
         let dropped: std::collections::HashSet<TopicPartition> = fenced.iter().cloned().collect();
-        let records: usize = job
-            .batches
-            .iter()
-            .filter_map(|b| without_partitions(b, &dropped))
-            .map(|b| b.num_rows())
-            .sum();
+        let records: usize = batches_without_partitions(&job.batches, &dropped)
+            .map(|b| b.iter().map(RecordBatch::num_rows).sum())
+            .unwrap_or(0);
         let partitions = job
             .partitions
             .into_iter()
@@ -425,26 +491,10 @@ impl Committer {
     }
 }
 
-/// The rows of `batch` whose `(kafka_topic, kafka_partition, kafka_offset)` is at or past
-/// the offset `recorded` holds for their partition.
-fn not_yet_recorded(batch: &RecordBatch, recorded: &TableOffsets) -> Option<RecordBatch> {
-    let topics = batch.column_by_name(KAFKA_TOPIC)?.as_string_opt::<i32>()?;
-    let partitions = batch
-        .column_by_name(KAFKA_PARTITION)?
-        .as_primitive_opt::<Int32Type>()?;
-    let offsets = batch
-        .column_by_name(KAFKA_OFFSET)?
-        .as_primitive_opt::<Int64Type>()?;
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| {
-            let tp = TopicPartition::new(topics.value(i), partitions.value(i));
-            Some(recorded.get(&tp).is_none_or(|r| offsets.value(i) >= r))
-        })
-        .collect();
-    match keep.true_count() {
-        0 => None,
-        n if n == batch.num_rows() => Some(batch.clone()),
-        _ => arrow::compute::filter_record_batch(batch, &keep).ok(),
+fn lineage(table: &iceberg::TableIdent, e: LineageError) -> CommitError {
+    CommitError {
+        table: table.to_string(),
+        message: e.to_string(),
     }
 }
 
@@ -458,102 +508,4 @@ fn is_fatal(e: &iceberg::Error) -> bool {
             | ErrorKind::TableNotFound
             | ErrorKind::NamespaceNotFound
     )
-}
-
-/// A catalog whose `load_table` returns the table the offsets were checked against.
-///
-/// iceberg-rust's `Transaction::commit` reloads the table and re-applies the append onto
-/// whatever is current, which would commit stale offsets on top of another writer's.
-/// Pinned, the append keeps its `RefSnapshotIdMatch` requirement on the checked snapshot,
-/// so the real catalog rejects it as a conflict if anything was committed in between.
-#[derive(Debug)]
-struct PinnedCatalog {
-    inner: Arc<dyn Catalog>,
-    table: Table,
-}
-
-#[async_trait]
-impl Catalog for PinnedCatalog {
-    async fn list_namespaces(
-        &self,
-        parent: Option<&NamespaceIdent>,
-    ) -> iceberg::Result<Vec<NamespaceIdent>> {
-        self.inner.list_namespaces(parent).await
-    }
-
-    async fn create_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> iceberg::Result<Namespace> {
-        self.inner.create_namespace(namespace, properties).await
-    }
-
-    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
-        self.inner.get_namespace(namespace).await
-    }
-
-    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
-        self.inner.namespace_exists(namespace).await
-    }
-
-    async fn update_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> iceberg::Result<()> {
-        self.inner.update_namespace(namespace, properties).await
-    }
-
-    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
-        self.inner.drop_namespace(namespace).await
-    }
-
-    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
-        self.inner.list_tables(namespace).await
-    }
-
-    async fn create_table(
-        &self,
-        namespace: &NamespaceIdent,
-        creation: TableCreation,
-    ) -> iceberg::Result<Table> {
-        self.inner.create_table(namespace, creation).await
-    }
-
-    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
-        if table == self.table.identifier() {
-            Ok(self.table.clone())
-        } else {
-            self.inner.load_table(table).await
-        }
-    }
-
-    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        self.inner.drop_table(table).await
-    }
-
-    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        self.inner.purge_table(table).await
-    }
-
-    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
-        self.inner.table_exists(table).await
-    }
-
-    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
-        self.inner.rename_table(src, dest).await
-    }
-
-    async fn register_table(
-        &self,
-        table: &TableIdent,
-        metadata_location: String,
-    ) -> iceberg::Result<Table> {
-        self.inner.register_table(table, metadata_location).await
-    }
-
-    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
-        self.inner.update_table(commit).await
-    }
 }

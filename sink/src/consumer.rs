@@ -199,25 +199,24 @@ async fn load_offsets(
 ) -> HashMap<DataType, TableOffsets> {
     let mut out = HashMap::new();
     for &dt in data_types {
-        let mut delays = k2_common::retry::delays();
-        loop {
-            let result = catalog
-                .load_table(&table_ident(dt))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|t| TableOffsets::from_metadata(t.metadata()).map_err(|e| e.to_string()));
-            match result {
-                Ok(o) => {
-                    out.insert(dt, o);
-                    break;
-                }
-                Err(e) => {
-                    metrics.storage_retries.inc();
-                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(table = dt.table_name(), error = %e, retry_in = ?delay, "cannot read recorded offsets; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
+        let what = format!("reading the offsets recorded in {}", dt.table_name());
+        let offsets = k2_common::retry::retry(
+            &what,
+            || async {
+                let table = catalog
+                    .load_table(&table_ident(dt))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                TableOffsets::from_metadata(table.metadata()).map_err(|e| e.to_string())
+            },
+            |_| true,
+            |_| {
+                metrics.storage_retries.inc();
+            },
+        )
+        .await;
+        if let Ok(o) = offsets {
+            out.insert(dt, o);
         }
     }
     out

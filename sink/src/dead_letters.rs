@@ -12,8 +12,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use crate::decoder::Rejected;
 use crate::instrumentation::{LogBudget, Metrics};
-use crate::serialization::Rejected;
 
 pub const HEADER_SOURCE_TOPIC: &str = "k2.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "k2.source.partition";

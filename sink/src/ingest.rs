@@ -1,15 +1,16 @@
-//! The sink's poll loop: consume → decode → check → buffer, then hand sealed jobs to the
-//! committer task and acknowledge what it committed.
+//! The sink's poll loop: consume, hand each record to the decode → validate → check →
+//! buffer stages, seal the buffer into jobs for the committer, acknowledge what it
+//! committed, and apply rebalances and fencing.
 //!
 //! The loop runs on its own thread (librdkafka's rebalance callbacks run inside `poll`
 //! and block on the catalog). Exactly one commit job is in flight at a time; while it is,
 //! the next one fills, and when that one is full too, every assigned partition is paused
 //! until the committer catches up: memory stays within about twice the commit policy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use iceberg::Catalog;
@@ -19,34 +20,25 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rustc_hash::FxBuildHasher;
 
 use k2_common::config::{CommitPolicy, K2Config};
+use k2_common::data_type::DataType;
 use k2_common::schema::BuiltinSchema;
-use k2_common::topic::{DataType, TopicName};
+use k2_common::topic::TopicName;
 
-use std::num::NonZeroUsize;
-
-use arrow::array::AsArray;
-use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::RecordBatch;
-
-use crate::buffer::{Buffer, CommitJob, PartitionState, SealReason};
-use crate::commit::{CommitError, Committer, JobOutcome, RangeOutcome};
+use crate::commit::{CommitError, CommitTask, CommitTaskEnded, Committer, RangeOutcome};
 use crate::consumer::{self, RebalanceEvent, SinkConsumer, SinkContext};
-use crate::dead_letters::{DeadLetterError, DeadLetters, PendingDeadLetters};
-use crate::instrumentation::{LogBudget, Metrics, SequenceLabels};
+use crate::dead_letters::{DeadLetterError, DeadLetters};
+use crate::decoder::{DECODE_BATCH_ROWS, RawRecord, Rejected, SchemaSource};
+use crate::decoding::Decoding;
+use crate::instrumentation::Metrics;
+use crate::job::{LineageError, PartitionState, SealReason};
 use crate::offsets::{PartitionMap, TopicPartition};
-use crate::sequence::{Instruments, Observation, SequenceKind, SequenceTracker};
-use crate::serialization::{
-    DECODE_BATCH_ROWS, DecodeErrorKind, RawRecord, Rejected, SchemaDecoder, SchemaSource,
-    WriterSchemas, schema_id,
-};
-use crate::table::{
-    EXCHANGE, EXCHANGE_TIMESTAMP, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, SYMBOL, TableError,
-    TableLayout, ensure_table,
-};
-use crate::validation::{TimeWindow, shape, validate};
-use rustc_hash::FxBuildHasher;
+use crate::sequence_check::{SequenceCheck, SequenceCheckConfig};
+use crate::stages::{StageError, Stages};
+use crate::table::{TableError, TableLayout, ensure_table};
+use crate::validation::Validation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -55,14 +47,15 @@ pub enum SinkError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error(transparent)]
+    CommitTask(#[from] CommitTaskEnded),
+    #[error(transparent)]
     Table(#[from] TableError),
     #[error(transparent)]
     DeadLetters(#[from] DeadLetterError),
-    #[error("decoding {data_type} records: {message}")]
-    Decode {
-        data_type: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Stages(#[from] StageError),
+    #[error(transparent)]
+    Lineage(#[from] LineageError),
     #[error("{0}")]
     Setup(String),
 }
@@ -84,7 +77,7 @@ pub struct RunSummary {
     pub dead_letters: u64,
     pub commits: u64,
     /// Records per sequence classification.
-    pub sequence: std::collections::BTreeMap<&'static str, u64>,
+    pub sequence: BTreeMap<&'static str, u64>,
 }
 
 struct TopicInfo {
@@ -93,46 +86,26 @@ struct TopicInfo {
     consumed: Counter,
 }
 
-enum DecoderSlot {
-    Ready(Box<SchemaDecoder>),
-    /// The writer schema cannot be read as the table's schema: every record is rejected.
-    Incompatible(String),
-}
-
-type JobMessage = (u64, CommitJob, PendingDeadLetters);
-
-/// Everything the poll loop owns.
+/// The poll loop and the stages it drives.
 pub struct Sink {
     consumer: Arc<SinkConsumer>,
     catalog: Arc<dyn Catalog>,
     runtime: tokio::runtime::Handle,
     metrics: Metrics,
     policy: CommitPolicy,
-    min_timestamp_micros: i64,
-    max_clock_skew: Duration,
     topics: HashMap<String, TopicInfo, FxBuildHasher>,
-    layouts: HashMap<DataType, TableLayout>,
-    reader_schemas: HashMap<DataType, String>,
-    writer_schemas: WriterSchemas,
-    decoders: HashMap<(DataType, u32), DecoderSlot, FxBuildHasher>,
-    buffer: Buffer,
+    stages: Stages,
+    /// Records the stages rejected, on their way to the dead-letter topic.
+    rejected: Vec<Rejected>,
     partitions: PartitionMap<PartitionState>,
     next_epoch: u64,
     dead_letters: DeadLetters,
-    jobs: tokio::sync::mpsc::UnboundedSender<JobMessage>,
-    results: mpsc::Receiver<Result<JobOutcome, CommitError>>,
-    in_flight: Option<u64>,
-    next_job: u64,
+    commits: CommitTask,
     paused: bool,
     watermarks: Option<HashMap<TopicPartition, i64>>,
     assigned_once: bool,
     probe: TopicPartition,
     summary: RunSummary,
-    sequences: SequenceTracker,
-    sequence_warmup: Duration,
-    events_schema: arrow_schema::SchemaRef,
-    instruments: Instruments,
-    anomaly_log: LogBudget,
 }
 
 impl Sink {
@@ -143,13 +116,17 @@ impl Sink {
         catalog: Arc<dyn Catalog>,
         topics: &[TopicName],
         mode: Mode,
-        timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
+        timezones: BTreeMap<String, chrono_tz::Tz>,
         runtime: tokio::runtime::Handle,
         metrics: Metrics,
     ) -> Result<Self, SinkError> {
+        let mut decoding = Decoding::new(
+            SchemaSource::from_config(config).map_err(SinkError::Setup)?,
+            catalog.clone(),
+            runtime.clone(),
+        )
+        .with_batch_rows(DECODE_BATCH_ROWS);
         let data_types: HashSet<DataType> = topics.iter().map(TopicName::data_type).collect();
-        let mut layouts = HashMap::new();
-        let mut reader_schemas = HashMap::new();
         for &dt in &data_types {
             let builtin = BuiltinSchema::for_data_type(dt);
             let initial = TableLayout::new(dt, &builtin.parse())?;
@@ -157,28 +134,11 @@ impl Sink {
             // The table may have gained columns since the built-in schema: write to what
             // the table has now.
             let layout = TableLayout::from_schema(dt, table.metadata().current_schema().clone())?;
-            layouts.insert(dt, layout);
-            reader_schemas.insert(dt, builtin.text.to_string());
+            decoding.add_table(dt, layout, builtin.text);
         }
         // Sequence anomalies have their own table, committed in the same cycle as the data.
         let events_layout = TableLayout::sequence_events()?;
         runtime.block_on(ensure_table(catalog.as_ref(), &events_layout))?;
-        let source = match &config.schema_registry {
-            Some(r) => SchemaSource::Registry(k2_common::registry::SchemaRegistryClient::new(r)),
-            None => {
-                let mut map = std::collections::BTreeMap::new();
-                for (id, path) in config.schemas.ids() {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        SinkError::Setup(format!(
-                            "schemas.ids.{id}: cannot read {}: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    map.insert(id, text);
-                }
-                SchemaSource::Local(map)
-            }
-        };
 
         let writer_id = format!(
             "k2-sink-{}-{}",
@@ -191,16 +151,7 @@ impl Sink {
             &writer_id,
             metrics.clone(),
         );
-        let (jobs_tx, mut jobs_rx) = tokio::sync::mpsc::unbounded_channel::<JobMessage>();
-        let (results_tx, results_rx) = mpsc::channel();
-        runtime.spawn(async move {
-            while let Some((id, job, dead_letters)) = jobs_rx.recv().await {
-                let result = committer.commit(id, job, dead_letters).await;
-                if results_tx.send(result).is_err() {
-                    break;
-                }
-            }
-        });
+        let commits = CommitTask::spawn(committer, &runtime);
 
         let client_properties = config.kafka.client_properties();
         let dead_letters = DeadLetters::new(&client_properties, &config.sink.dead_letter_topic)?;
@@ -238,6 +189,16 @@ impl Sink {
                 (name, info)
             })
             .collect();
+        let sequence_check = SequenceCheck::new(
+            SequenceCheckConfig {
+                capacity: NonZeroUsize::new(config.sink.sequence_tracker_capacity.max(1))
+                    .expect("max(1)"),
+                timezones,
+                warmup_window: config.sink.sequence_warmup,
+            },
+            events_layout.arrow_schema.clone(),
+            metrics.clone(),
+        );
         tracing::info!(%writer_id, topics = topic_names.len(), group = %config.kafka.group_id, "sink started");
         Ok(Sink {
             consumer: Arc::new(consumer),
@@ -245,33 +206,25 @@ impl Sink {
             runtime,
             metrics,
             policy: config.sink.commit.clone(),
-            min_timestamp_micros: config.sink.min_timestamp.timestamp_micros(),
-            max_clock_skew: config.sink.max_clock_skew,
             topics,
-            layouts,
-            reader_schemas,
-            writer_schemas: WriterSchemas::new(source),
-            decoders: HashMap::default(),
-            buffer: Buffer::default(),
+            stages: Stages::new(
+                decoding,
+                Validation {
+                    min_timestamp_micros: config.sink.min_timestamp.timestamp_micros(),
+                    max_clock_skew: config.sink.max_clock_skew,
+                },
+                sequence_check,
+            ),
+            rejected: Vec::new(),
             partitions: PartitionMap::default(),
             next_epoch: 1,
             dead_letters,
-            jobs: jobs_tx,
-            results: results_rx,
-            in_flight: None,
-            next_job: 1,
+            commits,
             paused: false,
             watermarks,
             assigned_once: false,
             probe: TopicPartition::new(String::new(), 0),
             summary: RunSummary::default(),
-            sequences: SequenceTracker::new(
-                NonZeroUsize::new(config.sink.sequence_tracker_capacity.max(1)).expect("max(1)"),
-            ),
-            events_schema: events_layout.arrow_schema.clone(),
-            sequence_warmup: config.sink.sequence_warmup,
-            instruments: Instruments::new(timezones),
-            anomaly_log: LogBudget::new(20, Duration::from_secs(10)),
         })
     }
 
@@ -301,10 +254,10 @@ impl Sink {
             } else if caught_up {
                 Some(SealReason::CaughtUp)
             } else {
-                self.buffer.due(&self.policy)
+                self.stages.buffer.due(&self.policy)
             };
             if let Some(reason) = reason {
-                if self.in_flight.is_none() {
+                if !self.commits.is_busy() {
                     self.seal(reason)?;
                     if !stopping && self.paused {
                         self.set_paused(false);
@@ -317,15 +270,18 @@ impl Sink {
             }
             self.metrics
                 .buffered_records
-                .set(self.buffer.records() as i64);
-            self.metrics.buffered_bytes.set(self.buffer.bytes() as i64);
+                .set(self.stages.buffer.records() as i64);
+            self.metrics
+                .buffered_bytes
+                .set(self.stages.buffer.bytes() as i64);
 
-            let idle = self.in_flight.is_none() && !self.buffer.has_progress();
+            let idle = !self.commits.is_busy() && !self.stages.buffer.has_progress();
             if idle && (stopping || (caught_up && self.watermarks.is_some())) {
                 break;
             }
         }
         self.close();
+        self.summary.sequence = self.stages.sequence_check.counts().clone();
         Ok(self.summary)
     }
 
@@ -337,7 +293,7 @@ impl Sink {
             committed = self.summary.records_committed,
             dead_letters = self.summary.dead_letters,
             commits = self.summary.commits,
-            sequence = ?self.summary.sequence,
+            sequence = ?self.stages.sequence_check.counts(),
             "sink stopped"
         );
     }
@@ -384,7 +340,8 @@ impl Sink {
         info.consumed.inc();
         self.summary.records_consumed += 1;
         let value = m.payload();
-        self.buffer
+        self.stages
+            .buffer
             .handled(&self.probe, offset, value.map_or(0, <[u8]>::len));
         let rec = RawRecord {
             topic: info.name.clone(),
@@ -394,411 +351,33 @@ impl Sink {
             key: m.key(),
             value: value.unwrap_or_default(),
         };
-        let data_type = info.data_type;
-        let id = match schema_id(value) {
-            Ok(id) => id,
-            Err((kind, message)) => {
-                self.reject(&rec, value.is_some(), kind.as_str(), message);
-                return Ok(());
-            }
-        };
-        if !self.decoders.contains_key(&(data_type, id)) {
-            let slot = self.new_decoder(data_type, id)?;
-            match slot {
-                Some(slot) => {
-                    self.decoders.insert((data_type, id), slot);
-                }
-                None => {
-                    let message = format!("schema id {id} is not known to the schema source");
-                    self.reject(
-                        &rec,
-                        value.is_some(),
-                        DecodeErrorKind::UnknownSchemaId.as_str(),
-                        message,
-                    );
-                    return Ok(());
-                }
-            }
-        }
-        let full = match self
-            .decoders
-            .get_mut(&(data_type, id))
-            .expect("inserted above")
-        {
-            DecoderSlot::Incompatible(why) => {
-                let message =
-                    format!("writer schema {id} cannot be read as the table's schema: {why}");
-                self.reject(
-                    &rec,
-                    value.is_some(),
-                    DecodeErrorKind::IncompatibleSchema.as_str(),
-                    message,
-                );
-                return Ok(());
-            }
-            DecoderSlot::Ready(decoder) => match decoder.push(&rec) {
-                Ok(()) => decoder.is_full(),
-                Err(message) => {
-                    self.reject(
-                        &rec,
-                        value.is_some(),
-                        DecodeErrorKind::Undecodable.as_str(),
-                        message,
-                    );
-                    return Ok(());
-                }
-            },
-        };
-        if full {
-            self.flush_decoder(data_type, id)?;
-        }
+        self.stages
+            .push(info.data_type, &rec, value.is_some(), &mut self.rejected)?;
+        self.send_rejected();
         Ok(())
     }
 
-    /// A decoder for this writer schema id, `None` if the id is unknown. Blocks while the
-    /// registry is unreachable: skipping ahead would lose the record's place.
-    fn new_decoder(
-        &mut self,
-        data_type: DataType,
-        id: u32,
-    ) -> Result<Option<DecoderSlot>, SinkError> {
-        let Some(writer) = self.writer_schema(id) else {
-            return Ok(None);
-        };
-        if let Some(refused) = self.evolve(data_type, id, &writer)? {
-            return Ok(Some(refused));
-        }
-        Ok(Some(self.build_decoder(data_type, id, &writer)))
-    }
-
-    fn writer_schema(&mut self, id: u32) -> Option<Arc<str>> {
-        let mut delays = k2_common::retry::delays();
-        loop {
-            match self.runtime.block_on(self.writer_schemas.get(id)) {
-                Ok(w) => return w,
-                Err(e) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(schema_id = id, error = %e, retry_in = ?delay, "schema registry lookup failed; retrying");
-                    std::thread::sleep(delay);
-                }
-            }
-        }
-    }
-
-    fn build_decoder(&self, data_type: DataType, id: u32, writer: &str) -> DecoderSlot {
-        let reader = &self.reader_schemas[&data_type];
-        match SchemaDecoder::new(id, writer, reader, DECODE_BATCH_ROWS) {
-            Ok(d) => {
-                tracing::info!(
-                    schema_id = id,
-                    table = data_type.table_name(),
-                    "new writer schema"
-                );
-                DecoderSlot::Ready(Box::new(d))
-            }
-            Err(why) => {
-                tracing::error!(schema_id = id, table = data_type.table_name(), error = %why, "writer schema incompatible with the table");
-                DecoderSlot::Incompatible(why)
-            }
-        }
-    }
-
-    /// A writer schema with fields the current reader schema lacks is a newer version of
-    /// the data type's schema. If it can read everything written before (BACKWARD), the
-    /// table gains the new fields as optional columns (rows written earlier read null),
-    /// it becomes the reader schema, and every decoder of the data type is rebuilt: no
-    /// restart. Otherwise its records are refused (the returned slot).
-    fn evolve(
-        &mut self,
-        data_type: DataType,
-        id: u32,
-        writer: &str,
-    ) -> Result<Option<DecoderSlot>, SinkError> {
-        let reader = self.reader_schemas[&data_type].clone();
-        let added = added_fields(&reader, writer);
-        if added.is_empty() {
-            return Ok(None);
-        }
-        if let Err(e) =
-            k2_common::schema::check_backward("the table's current schema", &reader, writer)
-        {
-            let why = format!("adds fields {added:?} but cannot read earlier records: {e}");
-            tracing::error!(schema_id = id, table = data_type.table_name(), error = %why, "writer schema refused");
-            return Ok(Some(DecoderSlot::Incompatible(why)));
-        }
-        let avro = match apache_avro::Schema::parse_str(writer) {
-            Ok(a) => a,
-            Err(e) => return Ok(Some(DecoderSlot::Incompatible(e.to_string()))),
-        };
-        tracing::info!(schema_id = id, table = data_type.table_name(), fields = ?added, "newer writer schema: evolving the table");
-        // Rows decoded so far go to the buffer in the old layout; the writer pads them.
-        self.flush_decoders()?;
-        let table = self.runtime.block_on(crate::table::evolve_table(
-            self.catalog.as_ref(),
-            data_type,
-            &avro,
-        ))?;
-        self.layouts.insert(
-            data_type,
-            TableLayout::from_schema(data_type, table.metadata().current_schema().clone())?,
-        );
-        self.reader_schemas.insert(data_type, writer.to_string());
-        let ids: Vec<u32> = self
-            .decoders
-            .keys()
-            .filter(|(dt, _)| *dt == data_type)
-            .map(|(_, id)| *id)
-            .collect();
-        for other in ids {
-            if let Some(w) = self.writer_schema(other) {
-                let slot = self.build_decoder(data_type, other, &w);
-                self.decoders.insert((data_type, other), slot);
-            }
-        }
-        Ok(None)
-    }
-
-    fn reject(
-        &mut self,
-        rec: &RawRecord<'_>,
-        has_value: bool,
-        kind: &'static str,
-        message: String,
-    ) {
-        let rejected = Rejected::raw(rec, has_value, kind, message);
-        self.summary.dead_letters += 1;
-        self.dead_letters.send(rejected, &self.metrics);
-    }
-
-    /// Moves one decoder's rows through validation into the buffer.
-    fn flush_decoder(&mut self, data_type: DataType, id: u32) -> Result<(), SinkError> {
-        let Some(DecoderSlot::Ready(decoder)) = self.decoders.get_mut(&(data_type, id)) else {
-            return Ok(());
-        };
-        let (decoded, mut rejected) = decoder.flush().map_err(|message| SinkError::Decode {
-            data_type: data_type.table_name(),
-            message,
-        })?;
-        if let Some(decoded) = decoded {
-            let now = chrono::Utc::now();
-            let window = TimeWindow {
-                min_micros: self.min_timestamp_micros,
-                max_micros: (now + self.max_clock_skew).timestamp_micros(),
-            };
-            let violations = validate(data_type, &decoded, window);
-            let layout = &self.layouts[&data_type];
-            let (batch, invalid) = shape(layout, decoded, violations, now.timestamp_micros())
-                .map_err(|e| SinkError::Decode {
-                    data_type: data_type.table_name(),
-                    message: e.to_string(),
-                })?;
-            rejected.extend(invalid);
-            if let Some(batch) = batch {
-                if data_type != DataType::ReferenceData {
-                    self.check_sequences(data_type, &batch);
-                }
-                self.buffer.add(data_type, batch);
-            }
-        }
-        for r in rejected {
+    fn send_rejected(&mut self) {
+        for r in self.rejected.drain(..) {
             self.summary.dead_letters += 1;
             self.dead_letters.send(r, &self.metrics);
         }
-        Ok(())
-    }
-
-    /// Classifies every row's sequence number; counts, and logs anomalies at a bounded
-    /// rate. Never rejects a row.
-    fn check_sequences(&mut self, data_type: DataType, batch: &RecordBatch) {
-        let (
-            Some(exchange),
-            Some(symbol),
-            Some(seq),
-            Some(ts),
-            Some(topic),
-            Some(partition),
-            Some(offset),
-        ) = (
-            batch
-                .column_by_name(EXCHANGE)
-                .and_then(|c| c.as_string_opt::<i32>()),
-            batch
-                .column_by_name(SYMBOL)
-                .and_then(|c| c.as_string_opt::<i32>()),
-            batch
-                .column_by_name("sequence_number")
-                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-            batch
-                .column_by_name(EXCHANGE_TIMESTAMP)
-                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()),
-            batch
-                .column_by_name(KAFKA_TOPIC)
-                .and_then(|c| c.as_string_opt::<i32>()),
-            batch
-                .column_by_name(KAFKA_PARTITION)
-                .and_then(|c| c.as_primitive_opt::<Int32Type>()),
-            batch
-                .column_by_name(KAFKA_OFFSET)
-                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-        )
-        else {
-            return;
-        };
-        let evictions_before = self.sequences.evictions();
-        // Keyed by the topic as the batch holds it: no allocation per row.
-        let mut counts: HashMap<(&str, &'static str), u64, FxBuildHasher> = HashMap::default();
-        let mut events = SequenceEventRows::default();
-        for i in 0..batch.num_rows() {
-            let ex = exchange.value(i);
-            let (key, day) = self
-                .instruments
-                .key(data_type, ex, symbol.value(i), ts.value(i));
-            let actual = seq.value(i);
-            let o = self
-                .sequences
-                .observe(&key, actual, day, partition.value(i));
-            *counts.entry((topic.value(i), o.kind.as_str())).or_default() += 1;
-            if let SequenceKind::Gap { size } = o.kind {
-                self.metrics
-                    .sequence_gap_size
-                    .get_or_create(&Metrics::topic_labels(topic.value(i)))
-                    .observe(size as f64);
-            }
-            if o.kind.is_event() {
-                events.push(
-                    ex,
-                    data_type,
-                    symbol.value(i),
-                    o,
-                    actual,
-                    ts.value(i),
-                    (topic.value(i), partition.value(i), offset.value(i)),
-                );
-            }
-            if o.kind.is_event() && self.anomaly_log.allow() {
-                tracing::warn!(
-                    kind = o.kind.as_str(),
-                    exchange = ex,
-                    symbol = symbol.value(i),
-                    data_type = data_type.as_str(),
-                    expected = ?o.expected,
-                    actual,
-                    gap_size = match o.kind { SequenceKind::Gap { size } => size, _ => 0 },
-                    topic = topic.value(i),
-                    partition = partition.value(i),
-                    offset = offset.value(i),
-                    "sequence anomaly"
-                );
-            }
-        }
-        for ((topic, kind), n) in counts {
-            *self.summary.sequence.entry(kind).or_default() += n;
-            let t = Metrics::topic_labels(topic);
-            self.metrics
-                .sequence_events
-                .get_or_create(&SequenceLabels {
-                    asset_class: t.asset_class,
-                    data_type: t.data_type,
-                    exchange: t.exchange,
-                    kind: kind.to_string(),
-                })
-                .inc_by(n);
-        }
-        if let Some(rows) = events.finish(&self.events_schema) {
-            self.buffer.add_sequence_events(rows);
-        }
-        self.metrics
-            .sequence_tracker_evictions
-            .inc_by(self.sequences.evictions() - evictions_before);
-        self.metrics
-            .sequence_tracker_entries
-            .set(self.sequences.len() as i64);
-    }
-
-    /// Learns the last committed sequence number of the instruments of newly assigned
-    /// partitions, so a gap spanning a restart or a hand-over is still seen. Failing that
-    /// (catalog down) the instruments start as `first_seen`; ingestion goes on.
-    fn warm_up_sequences(&mut self, assigned: &TopicPartitionList) {
-        let started = Instant::now();
-        let mut by_type: HashMap<DataType, HashSet<TopicPartition>> = HashMap::new();
-        let all: Vec<TopicPartition> = assigned
-            .elements()
-            .iter()
-            .map(|e| TopicPartition::new(e.topic(), e.partition()))
-            .collect();
-        self.forget_sequences(&all);
-        for e in assigned.elements() {
-            let tp = TopicPartition::new(e.topic(), e.partition());
-            if let Some(info) = self.topics.get(e.topic())
-                && info.data_type != DataType::ReferenceData
-            {
-                by_type.entry(info.data_type).or_default().insert(tp);
-            }
-        }
-        let mut seeded = 0;
-        for (data_type, partitions) in by_type {
-            let window = self.sequence_warmup;
-            let result = self.runtime.block_on(async {
-                let table = self
-                    .catalog
-                    .load_table(&crate::table::table_ident(data_type))
-                    .await?;
-                crate::sequence::last_committed(&table, &partitions, window).await
-            });
-            match result {
-                Ok(rows) => {
-                    for (ex, symbol, seq, ts, partition) in rows {
-                        let (key, day) = self.instruments.key(data_type, &ex, &symbol, ts);
-                        self.sequences.seed(key, seq, day, partition);
-                        seeded += 1;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(table = data_type.table_name(), error = %e, "sequence warm-up failed; instruments start as first_seen")
-                }
-            }
-        }
-        tracing::info!(
-            instruments = seeded,
-            seconds = started.elapsed().as_secs_f64(),
-            "sequence tracker warmed up from the tables"
-        );
-    }
-
-    /// The instruments of these partitions are about to be re-read: forget their state
-    /// (one pass over the tracker for the whole set).
-    fn forget_sequences<'a>(&mut self, partitions: impl IntoIterator<Item = &'a TopicPartition>) {
-        let set: HashSet<(String, DataType, i32)> = partitions
-            .into_iter()
-            .filter_map(|tp| {
-                let t = tp.topic.parse::<TopicName>().ok()?;
-                Some((t.exchange().to_string(), t.data_type(), tp.partition))
-            })
-            .collect();
-        self.sequences.forget_partitions(&set);
     }
 
     fn flush_decoders(&mut self) -> Result<(), SinkError> {
-        let keys: Vec<(DataType, u32)> = self
-            .decoders
-            .iter()
-            .filter(|(_, slot)| matches!(slot, DecoderSlot::Ready(d) if d.pending_rows() > 0))
-            .map(|(k, _)| *k)
-            .collect();
-        for (dt, id) in keys {
-            self.flush_decoder(dt, id)?;
-        }
+        self.stages.flush(&mut self.rejected)?;
+        self.send_rejected();
         Ok(())
     }
 
     /// Seals the buffer into a job for the committer, if there is anything to record.
     fn seal(&mut self, reason: SealReason) -> Result<(), SinkError> {
         self.flush_decoders()?;
-        if !self.buffer.has_progress() {
+        if !self.stages.buffer.has_progress() {
             return Ok(());
         }
         let topics = &self.topics;
-        let job = self.buffer.seal(
+        let job = self.stages.buffer.seal(
             |tp| {
                 topics
                     .get(&tp.topic)
@@ -806,31 +385,18 @@ impl Sink {
             },
             &mut self.partitions,
         );
-        let id = self.next_job;
-        self.next_job += 1;
-        tracing::debug!(
-            job = id,
-            reason = reason.as_str(),
-            records = job.records,
-            "sealed"
-        );
+        let records = job.records;
         let dead_letters = self.dead_letters.take_pending();
-        self.jobs
-            .send((id, job, dead_letters))
-            .map_err(|_| SinkError::Setup("the committer task ended".into()))?;
-        self.in_flight = Some(id);
+        let id = self.commits.submit(job, dead_letters)?;
+        tracing::debug!(job = id, reason = reason.as_str(), records, "sealed");
         Ok(())
     }
 
     fn handle_results(&mut self) -> Result<(), SinkError> {
-        let outcome = match self.results.try_recv() {
-            Ok(r) => r?,
-            Err(mpsc::TryRecvError::Empty) => return Ok(()),
-            Err(mpsc::TryRecvError::Disconnected) => {
-                return Err(SinkError::Setup("the committer task ended".into()));
-            }
+        let Some(outcome) = self.commits.try_result()? else {
+            return Ok(());
         };
-        self.in_flight = None;
+        let outcome = outcome?;
         self.summary.commits += 1;
         let mut acknowledge = TopicPartitionList::new();
         let mut fenced = Vec::new();
@@ -879,8 +445,10 @@ impl Sink {
     /// table recorded.
     fn reseek(&mut self, tp: &TopicPartition, recorded: Option<i64>) -> Result<(), SinkError> {
         self.flush_decoders()?;
-        self.buffer.drop_partitions(&HashSet::from([tp.clone()]));
-        self.forget_sequences([tp]);
+        self.stages
+            .buffer
+            .drop_partitions(&HashSet::from([tp.clone()]))?;
+        self.stages.sequence_check.forget([tp]);
         let epoch = self.new_epoch();
         let Some(state) = self.partitions.get_mut(tp) else {
             return Ok(());
@@ -909,18 +477,20 @@ impl Sink {
                     // land; the new owner's offset check then fences its duplicate.
                     self.flush_decoders()?;
                     let set: HashSet<TopicPartition> = revoked.into_iter().collect();
-                    self.buffer.drop_partitions(&set);
+                    self.stages.buffer.drop_partitions(&set)?;
                     for tp in &set {
                         self.partitions.remove(tp);
                     }
-                    self.forget_sequences(&set);
+                    self.stages.sequence_check.forget(&set);
                 }
                 RebalanceEvent::Assigned(assigned) => {
                     self.assigned_once = true;
                     let mut tpl = TopicPartitionList::new();
+                    let mut tps = Vec::with_capacity(assigned.len());
                     for a in assigned {
                         let epoch = self.new_epoch();
                         tpl.add_partition(&a.tp.topic, a.tp.partition);
+                        tps.push(a.tp.clone());
                         self.partitions.insert(
                             a.tp,
                             PartitionState {
@@ -933,7 +503,11 @@ impl Sink {
                     if self.paused && tpl.count() > 0 {
                         let _ = self.consumer.pause(&tpl);
                     }
-                    self.warm_up_sequences(&tpl);
+                    self.runtime.block_on(
+                        self.stages
+                            .sequence_check
+                            .warm_up(self.catalog.as_ref(), &tps),
+                    );
                 }
             }
         }
@@ -985,136 +559,4 @@ impl Sink {
             state.next_offset.unwrap_or(0).max(fetched) >= high
         })
     }
-}
-
-/// Rows of `sequence_events` being collected for one decoded batch.
-#[derive(Default)]
-struct SequenceEventRows {
-    exchange: Vec<String>,
-    data_type: Vec<&'static str>,
-    symbol: Vec<String>,
-    kind: Vec<&'static str>,
-    expected: Vec<Option<i64>>,
-    actual: Vec<i64>,
-    gap_size: Vec<Option<i64>>,
-    exchange_timestamp: Vec<i64>,
-    topic: Vec<String>,
-    partition: Vec<i32>,
-    offset: Vec<i64>,
-}
-
-impl SequenceEventRows {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        exchange: &str,
-        data_type: DataType,
-        symbol: &str,
-        o: Observation,
-        actual: i64,
-        ts: i64,
-        (topic, partition, offset): (&str, i32, i64),
-    ) {
-        self.exchange.push(exchange.to_string());
-        self.data_type.push(data_type.as_str());
-        self.symbol.push(symbol.to_string());
-        self.kind.push(o.kind.as_str());
-        self.expected.push(o.expected);
-        self.actual.push(actual);
-        self.gap_size.push(match o.kind {
-            SequenceKind::Gap { size } => Some(size),
-            _ => None,
-        });
-        self.exchange_timestamp.push(ts);
-        self.topic.push(topic.to_string());
-        self.partition.push(partition);
-        self.offset.push(offset);
-    }
-
-    fn finish(self, schema: &arrow_schema::SchemaRef) -> Option<RecordBatch> {
-        use arrow_array::{Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
-        if self.actual.is_empty() {
-            return None;
-        }
-        let now = chrono::Utc::now().timestamp_micros();
-        let n = self.actual.len();
-        let ts = |v: Vec<i64>| -> arrow_array::ArrayRef {
-            Arc::new(TimestampMicrosecondArray::from(v).with_timezone("+00:00"))
-        };
-        let columns: Vec<arrow_array::ArrayRef> = vec![
-            Arc::new(StringArray::from(self.exchange)),
-            Arc::new(StringArray::from(self.data_type)),
-            Arc::new(StringArray::from(self.symbol)),
-            Arc::new(StringArray::from(self.kind)),
-            Arc::new(Int64Array::from(self.expected)),
-            Arc::new(Int64Array::from(self.actual)),
-            Arc::new(Int64Array::from(self.gap_size)),
-            ts(self.exchange_timestamp),
-            Arc::new(StringArray::from(self.topic)),
-            Arc::new(Int32Array::from(self.partition)),
-            Arc::new(Int64Array::from(self.offset)),
-            ts(vec![now; n]),
-        ];
-        match RecordBatch::try_new(schema.clone(), columns) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::error!(error = %e, "building sequence event rows failed");
-                None
-            }
-        }
-    }
-}
-
-/// Names of top-level fields in `writer` that `reader` does not have.
-fn added_fields(reader: &str, writer: &str) -> Vec<String> {
-    let names = |text: &str| -> Vec<String> {
-        serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| {
-                v["fields"].as_array().map(|fs| {
-                    fs.iter()
-                        .filter_map(|f| f["name"].as_str().map(str::to_string))
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
-    };
-    let known = names(reader);
-    names(writer)
-        .into_iter()
-        .filter(|n| !known.contains(n))
-        .collect()
-}
-
-/// The configured subscription narrowed by command-line filters; `None` if they exclude
-/// everything the configuration allows.
-pub fn narrow(
-    base: &k2_common::subscription::SubscriptionFilter,
-    exchanges: &[String],
-    asset_classes: &[String],
-    data_types: &[DataType],
-) -> Option<k2_common::subscription::SubscriptionFilter> {
-    fn intersect<T: Ord + Clone>(
-        base: &std::collections::BTreeSet<T>,
-        narrow: &[T],
-    ) -> Option<std::collections::BTreeSet<T>> {
-        if narrow.is_empty() {
-            Some(base.clone())
-        } else if base.is_empty() {
-            Some(narrow.iter().cloned().collect())
-        } else {
-            let both: std::collections::BTreeSet<T> = narrow
-                .iter()
-                .filter(|x| base.contains(x))
-                .cloned()
-                .collect();
-            (!both.is_empty()).then_some(both)
-        }
-    }
-    let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
-    Some(k2_common::subscription::SubscriptionFilter {
-        exchanges: intersect(&base.exchanges, &lower(exchanges))?,
-        asset_classes: intersect(&base.asset_classes, &lower(asset_classes))?,
-        data_types: intersect(&base.data_types, data_types)?,
-    })
 }

@@ -72,28 +72,77 @@ pub struct RebalanceLabels {
     pub kind: String,
 }
 
-/// Every metric the sink exports.
-#[derive(Clone)]
-pub struct Metrics {
-    pub records_consumed: Family<TopicLabels, Counter>,
-    pub records_written: Family<TableLabels, Counter>,
-    pub dead_letters: Family<DeadLetterLabels, Counter>,
-    pub commits: Family<CommitLabels, Counter>,
-    pub commit_seconds: Family<TableLabels, Histogram>,
-    pub data_files: Family<TableLabels, Counter>,
-    pub data_file_bytes: Family<TableLabels, Counter>,
-    pub last_commit_timestamp: Family<TableLabels, Gauge>,
-    pub buffered_records: Gauge,
-    pub buffered_bytes: Gauge,
-    pub paused: Gauge,
-    pub rebalances: Family<RebalanceLabels, Counter>,
-    pub fenced_partitions: Counter,
-    pub sequence_events: Family<SequenceLabels, Counter>,
-    pub sequence_gap_size: Family<TopicLabels, Histogram>,
-    pub sequence_tracker_entries: Gauge,
-    pub sequence_tracker_evictions: Counter,
-    pub storage_retries: Counter,
-    registry: Arc<Registry>,
+/// Declares every metric once: its field, its type (and constructor, for histograms), its
+/// name under the `k2_` prefix and its help text. The struct, its constructor and the
+/// registration all come from this one list.
+macro_rules! metrics {
+    ($( $field:ident : $ty:ty = $name:literal, $help:literal $(, $ctor:expr)? ; )*) => {
+        /// Every metric the sink exports.
+        #[derive(Clone)]
+        pub struct Metrics {
+            $( pub $field: $ty, )*
+            registry: Arc<Registry>,
+        }
+
+        impl Metrics {
+            pub fn new() -> Self {
+                let mut registry = Registry::with_prefix("k2");
+                $(
+                    let $field: $ty = metrics!(@new $ty $(, $ctor)?);
+                    registry.register($name, $help, $field.clone());
+                )*
+                Metrics { $( $field, )* registry: Arc::new(registry) }
+            }
+
+            /// Every metric's name (without the `k2_` prefix), in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$( $name ),*];
+        }
+    };
+    (@new $ty:ty) => { <$ty>::default() };
+    (@new $ty:ty, $ctor:expr) => { $ctor };
+}
+
+metrics! {
+    records_consumed: Family<TopicLabels, Counter> =
+        "records_consumed", "Records read from Kafka";
+    records_written: Family<TableLabels, Counter> =
+        "records_written", "Records committed to Iceberg";
+    dead_letters: Family<DeadLetterLabels, Counter> =
+        "dead_letters", "Records sent to the dead-letter topic";
+    commits: Family<CommitLabels, Counter> =
+        "commits", "Iceberg commit attempts by outcome";
+    commit_seconds: Family<TableLabels, Histogram> =
+        "commit_duration_seconds", "Time to write files and commit one table",
+        Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 14)));
+    data_files: Family<TableLabels, Counter> =
+        "data_files", "Parquet data files committed";
+    data_file_bytes: Family<TableLabels, Counter> =
+        "data_file_bytes", "Bytes of Parquet committed";
+    last_commit_timestamp: Family<TableLabels, Gauge> =
+        "last_commit_timestamp_seconds", "Unix time of the last successful commit";
+    buffered_records: Gauge =
+        "buffered_records", "Records waiting for a commit";
+    buffered_bytes: Gauge =
+        "buffered_bytes", "Payload bytes waiting for a commit";
+    paused: Gauge =
+        "consumption_paused", "1 while consumption is paused for backpressure";
+    rebalances: Family<RebalanceLabels, Counter> =
+        "rebalances", "Partition assignments and revocations";
+    fenced_partitions: Counter =
+        "fenced_partitions",
+        "Partitions whose buffered data was dropped because another writer advanced them";
+    sequence_events: Family<SequenceLabels, Counter> =
+        "sequence_events",
+        "Records by sequence classification (in_order, gap, duplicate, out_of_order, reset, first_seen)";
+    sequence_gap_size: Family<TopicLabels, Histogram> =
+        "sequence_gap_size", "Sequence numbers missing per gap",
+        Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 4.0, 10)));
+    sequence_tracker_entries: Gauge =
+        "sequence_tracker_entries", "Instruments the sequence tracker remembers";
+    sequence_tracker_evictions: Counter =
+        "sequence_tracker_evictions", "Instruments forgotten by the sequence tracker's LRU";
+    storage_retries: Counter =
+        "storage_retries", "Retries of failed catalog or storage operations";
 }
 
 impl Default for Metrics {
@@ -103,143 +152,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut r = Registry::with_prefix("k2");
-        let records_consumed = Family::<TopicLabels, Counter>::default();
-        let records_written = Family::<TableLabels, Counter>::default();
-        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
-        let commits = Family::<CommitLabels, Counter>::default();
-        let commit_seconds = Family::<TableLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.01, 2.0, 14))
-        });
-        let data_files = Family::<TableLabels, Counter>::default();
-        let data_file_bytes = Family::<TableLabels, Counter>::default();
-        let last_commit_timestamp = Family::<TableLabels, Gauge>::default();
-        let buffered_records = Gauge::default();
-        let buffered_bytes = Gauge::default();
-        let paused = Gauge::default();
-        let rebalances = Family::<RebalanceLabels, Counter>::default();
-        let fenced_partitions = Counter::default();
-        let storage_retries = Counter::default();
-        let sequence_events = Family::<SequenceLabels, Counter>::default();
-        let sequence_gap_size = Family::<TopicLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(1.0, 4.0, 10))
-        });
-        let sequence_tracker_entries = Gauge::default();
-        let sequence_tracker_evictions = Counter::default();
-        r.register(
-            "sequence_events",
-            "Records by sequence classification (in_order, gap, duplicate, out_of_order, reset, first_seen)",
-            sequence_events.clone(),
-        );
-        r.register(
-            "sequence_gap_size",
-            "Sequence numbers missing per gap",
-            sequence_gap_size.clone(),
-        );
-        r.register(
-            "sequence_tracker_entries",
-            "Instruments the sequence tracker remembers",
-            sequence_tracker_entries.clone(),
-        );
-        r.register(
-            "sequence_tracker_evictions",
-            "Instruments forgotten by the sequence tracker's LRU",
-            sequence_tracker_evictions.clone(),
-        );
-        r.register(
-            "records_consumed",
-            "Records read from Kafka",
-            records_consumed.clone(),
-        );
-        r.register(
-            "records_written",
-            "Records committed to Iceberg",
-            records_written.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Records sent to the dead-letter topic",
-            dead_letters.clone(),
-        );
-        r.register(
-            "commits",
-            "Iceberg commit attempts by outcome",
-            commits.clone(),
-        );
-        r.register(
-            "commit_duration_seconds",
-            "Time to write files and commit one table",
-            commit_seconds.clone(),
-        );
-        r.register(
-            "data_files",
-            "Parquet data files committed",
-            data_files.clone(),
-        );
-        r.register(
-            "data_file_bytes",
-            "Bytes of Parquet committed",
-            data_file_bytes.clone(),
-        );
-        r.register(
-            "last_commit_timestamp_seconds",
-            "Unix time of the last successful commit",
-            last_commit_timestamp.clone(),
-        );
-        r.register(
-            "buffered_records",
-            "Records waiting for a commit",
-            buffered_records.clone(),
-        );
-        r.register(
-            "buffered_bytes",
-            "Payload bytes waiting for a commit",
-            buffered_bytes.clone(),
-        );
-        r.register(
-            "consumption_paused",
-            "1 while consumption is paused for backpressure",
-            paused.clone(),
-        );
-        r.register(
-            "rebalances",
-            "Partition assignments and revocations",
-            rebalances.clone(),
-        );
-        r.register(
-            "fenced_partitions",
-            "Partitions whose buffered data was dropped because another writer advanced them",
-            fenced_partitions.clone(),
-        );
-        r.register(
-            "storage_retries",
-            "Retries of failed catalog or storage operations",
-            storage_retries.clone(),
-        );
-        Metrics {
-            records_consumed,
-            records_written,
-            dead_letters,
-            commits,
-            commit_seconds,
-            data_files,
-            data_file_bytes,
-            last_commit_timestamp,
-            buffered_records,
-            buffered_bytes,
-            paused,
-            rebalances,
-            fenced_partitions,
-            sequence_events,
-            sequence_gap_size,
-            sequence_tracker_entries,
-            sequence_tracker_evictions,
-            storage_retries,
-            registry: Arc::new(r),
-        }
-    }
-
     pub fn topic_labels(topic: &str) -> TopicLabels {
         TopicLabels::of(topic)
     }
@@ -335,5 +247,25 @@ impl LogBudget {
             s.2 += 1;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operators read the metric list in docs/operations.md: it must name every metric
+    /// (registration cannot miss one: the same declaration makes both).
+    #[test]
+    fn every_metric_is_documented() {
+        let docs = include_str!("../../docs/operations.md");
+        for name in Metrics::NAMES {
+            assert!(
+                docs.contains(&format!("`k2_{name}")) || docs.contains(&format!(" k2_{name}")),
+                "docs/operations.md does not mention k2_{name}"
+            );
+        }
+        let text = Metrics::new().encode();
+        assert!(text.contains("# HELP k2_buffered_records Records waiting for a commit."));
     }
 }

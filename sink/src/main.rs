@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 
-use k2_common::config::{K2Config, TopicsConfig};
+use k2_common::config::K2Config;
 use k2_common::schema::BuiltinSchema;
+use k2_common::startup::{EXIT_INTERRUPTED, Program};
 use k2_common::subscription::Subscription;
 use k2_common::topic::DataType;
-use k2_sink::ingest::{Mode, Sink, narrow};
+use k2_sink::ingest::{Mode, Sink};
 use k2_sink::instrumentation::Metrics;
 use k2_sink::table::{TableLayout, ensure_table};
 
@@ -51,78 +52,55 @@ struct Cli {
     data_types: Vec<DataType>,
 }
 
+const PROGRAM: Program = Program("k2-sink");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match K2Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("k2-sink: {e}");
-            return ExitCode::from(2);
-        }
+    let started = match PROGRAM.start(&cli.config, !cli.print_config && !cli.init) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
+    let config = started.config;
     if cli.print_config {
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    let topics_config = match TopicsConfig::load(&config.topics_file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("k2-sink: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let Some(filter) = narrow(
-        &config.subscription.filter,
-        &cli.exchanges,
-        &cli.asset_classes,
-        &cli.data_types,
-    ) else {
-        eprintln!("k2-sink: the command-line filters exclude every topic the config subscribes to");
-        return ExitCode::from(2);
+    let runtime = PROGRAM.runtime(2);
+    if cli.init {
+        return PROGRAM.finish(runtime.block_on(init(&config)));
+    }
+    let topics_config = started.topics.expect("loaded: asked for");
+    let Some(filter) =
+        config
+            .subscription
+            .filter
+            .narrowed(&cli.exchanges, &cli.asset_classes, &cli.data_types)
+    else {
+        return PROGRAM
+            .usage(&"the command-line filters exclude every topic the config subscribes to");
     };
     let topics = match topics_config.resolve(&Subscription::Filter(filter)) {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => {
-            eprintln!(
-                "k2-sink: the subscription matches no topic in {}",
+            return PROGRAM.usage(&format!(
+                "the subscription matches no topic in {}",
                 config.topics_file.display()
-            );
-            return ExitCode::from(2);
+            ));
         }
-        Err(e) => {
-            eprintln!("k2-sink: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return PROGRAM.usage(&e),
     };
-    k2_common::logging::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("k2-sink-io")
-        .build()
-        .expect("tokio runtime");
-    if cli.init {
-        return match runtime.block_on(init(&config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("k2-sink: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    }
     let mode = if cli.once {
         Mode::Once
     } else {
         Mode::Continuous
     };
-    match run(&config, &topics, topics_config.timezones(), mode, &runtime) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "k2-sink failed");
-            eprintln!("k2-sink: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    PROGRAM.finish(run(
+        &config,
+        &topics,
+        topics_config.timezones(),
+        mode,
+        &runtime,
+    ))
 }
 
 fn run(
@@ -158,7 +136,7 @@ fn run(
                 signalled.store(true, Ordering::Relaxed);
             } else {
                 tracing::warn!("second signal: exiting without flushing");
-                std::process::exit(130);
+                std::process::exit(EXIT_INTERRUPTED.into());
             }
         }
     });

@@ -8,15 +8,13 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use lru::LruCache;
 
 use k2_common::topic::DataType;
-
-use crate::buffer::TopicNames;
 
 /// How a record's sequence number relates to the last one seen for its instrument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -324,6 +322,21 @@ pub async fn last_committed(
         .into_iter()
         .map(|((ex, sym), (_, seq, ts, p))| (ex, sym, seq, ts, p))
         .collect())
+}
+
+/// Shared, cheap-to-clone topic names (one allocation per topic, not per record).
+#[derive(Debug, Default)]
+pub struct TopicNames(HashMap<String, Arc<str>>);
+
+impl TopicNames {
+    pub fn intern(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.0.insert(topic.to_string(), t.clone());
+        t
+    }
 }
 
 #[cfg(test)]

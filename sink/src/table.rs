@@ -15,7 +15,7 @@ use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
 use k2_common::catalog::NAMESPACE;
-use k2_common::topic::DataType;
+use k2_common::data_type::{DataType, SEQUENCE_EVENTS_TABLE};
 
 /// Columns the sink adds to every row: where it came from in Kafka and when it landed.
 pub const KAFKA_TOPIC: &str = "kafka_topic";
@@ -72,12 +72,9 @@ pub struct TableLayout {
 pub fn sequence_events_ident() -> TableIdent {
     TableIdent::new(
         NamespaceIdent::new(NAMESPACE.to_string()),
-        SEQUENCE_EVENTS.to_string(),
+        SEQUENCE_EVENTS_TABLE.to_string(),
     )
 }
-
-/// Name of the table of sequence anomalies.
-pub const SEQUENCE_EVENTS: &str = "sequence_events";
 
 pub fn table_ident(data_type: DataType) -> TableIdent {
     TableIdent::new(
@@ -137,7 +134,7 @@ impl TableLayout {
         Self::for_table(
             table_ident(data_type),
             schema,
-            data_type != DataType::ReferenceData,
+            data_type.describe().day_partitioned,
         )
     }
 

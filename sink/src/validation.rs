@@ -1,4 +1,4 @@
-//! Check: every decoded row is validated before it may enter a table; rows that fail are
+//! Validate: every decoded row is checked before it may enter a table; rows that fail are
 //! returned with their original bytes and a reason, for the dead-letter topic. Rows that
 //! pass are shaped into the table's Arrow schema with the lineage columns added.
 
@@ -13,7 +13,7 @@ use arrow_schema::DataType as ArrowType;
 
 use k2_common::topic::{DataType, TopicName};
 
-use crate::serialization::{DecodedBatch, Rejected, RowSource};
+use crate::decoder::{DecodedBatch, Rejected, RowSource};
 use crate::table::{
     EXCHANGE, EXCHANGE_TIMESTAMP, INGESTED_AT, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, SYMBOL,
     TableLayout,
@@ -43,6 +43,34 @@ impl RuleViolation {
     }
 }
 
+/// The validate stage: decoded rows in, table rows and rejects out.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation {
+    /// Exchange timestamps before this are rejected (UTC microseconds).
+    pub min_timestamp_micros: i64,
+    /// Exchange timestamps further than this ahead of the sink's clock are rejected.
+    pub max_clock_skew: std::time::Duration,
+}
+
+impl Validation {
+    /// Validates `decoded` rows of `data_type` and shapes those that pass into `layout`,
+    /// stamped as ingested now.
+    pub fn apply(
+        &self,
+        data_type: DataType,
+        layout: &TableLayout,
+        decoded: DecodedBatch,
+    ) -> Result<(Option<RecordBatch>, Vec<Rejected>), arrow_schema::ArrowError> {
+        let now = chrono::Utc::now();
+        let window = TimeWindow {
+            min_micros: self.min_timestamp_micros,
+            max_micros: (now + self.max_clock_skew).timestamp_micros(),
+        };
+        let violations = validate(data_type, &decoded, window);
+        shape(layout, decoded, violations, now.timestamp_micros())
+    }
+}
+
 /// A rejected row before its bytes are copied out.
 #[derive(Debug)]
 pub struct Violation {
@@ -58,15 +86,6 @@ pub struct TimeWindow {
     pub max_micros: i64,
 }
 
-/// Columns that must be > 0 (nulls allowed where the schema allows them) and ≥ 0.
-fn rules(data_type: DataType) -> (&'static [&'static str], &'static [&'static str]) {
-    match data_type {
-        DataType::Trades => (&["price"], &["quantity"]),
-        DataType::Quotes => (&["bid_price", "ask_price"], &["bid_size", "ask_size"]),
-        DataType::ReferenceData => (&["tick_size"], &["lot_size"]),
-    }
-}
-
 /// Validates every row of a decoded batch from one topic family (rows may come from
 /// several topics of the same data type; each row is checked against its own topic).
 pub fn validate(data_type: DataType, decoded: &DecodedBatch, window: TimeWindow) -> Vec<Violation> {
@@ -80,7 +99,8 @@ pub fn validate(data_type: DataType, decoded: &DecodedBatch, window: TimeWindow)
         }
     };
 
-    let (positive, non_negative) = rules(data_type);
+    let rules = data_type.describe();
+    let (positive, non_negative) = (rules.positive, rules.non_negative);
     for (names, strict) in [(positive, true), (non_negative, false)] {
         for name in names {
             let Some(col) = batch.column_by_name(name) else {

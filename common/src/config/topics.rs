@@ -7,7 +7,7 @@ use chrono::NaiveTime;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::schema::{self, BuiltinSchema};
+use crate::schema::BuiltinSchema;
 use crate::subscription::Subscription;
 use crate::topic::{DataType, TopicName, is_valid_segment};
 
@@ -491,7 +491,7 @@ impl Validator<'_> {
                 format!("{key}.schema_name"),
                 &format!(
                     "one of the schemas in schemas/ ({})",
-                    schema::NAMES.join(", ")
+                    BuiltinSchema::all().map(|s| s.name).join(", ")
                 ),
                 format!("`{}`", spec.schema_name),
             ));

@@ -1,4 +1,4 @@
-//! Decode: Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body)
+//! The decoder: Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body)
 //! straight into Arrow record batches with arrow-avro.
 //!
 //! arrow-avro's streaming decoder appends a record field by field, so a malformed body
@@ -77,6 +77,23 @@ pub fn schema_id(value: Option<&[u8]>) -> Result<u32, (DecodeErrorKind, String)>
 pub enum SchemaSource {
     Registry(SchemaRegistryClient),
     Local(BTreeMap<u32, String>),
+}
+
+impl SchemaSource {
+    /// The registry if one is configured, else the ids the config assigns to schema files
+    /// (read now; the error names the key and the file).
+    pub fn from_config(config: &k2_common::K2Config) -> Result<Self, String> {
+        if let Some(r) = &config.schema_registry {
+            return Ok(SchemaSource::Registry(SchemaRegistryClient::new(r)));
+        }
+        let mut map = BTreeMap::new();
+        for (id, path) in config.schemas.ids() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("schemas.ids.{id}: cannot read {}: {e}", path.display()))?;
+            map.insert(id, text);
+        }
+        Ok(SchemaSource::Local(map))
+    }
 }
 
 /// Writer schemas by id, fetched once and cached.
