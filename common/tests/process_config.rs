@@ -217,6 +217,20 @@ fn errors_name_file_key_and_expectation() {
         "no such property with kafka.group_protocol = \"consumer\" \
          (use the broker's group.consumer.session.timeout.ms)",
     );
+    // Settings exactly-once depends on cannot be overridden (K2's own value is accepted).
+    assert_error(
+        "[kafka.properties]\n\"isolation.level\" = \"read_uncommitted\"\n",
+        &[],
+        "kafka.properties.\"isolation.level\"",
+        "expected \"read_committed\" or nothing: K2's exactly-once depends on it, \
+         found \"read_uncommitted\"",
+    );
+    assert_error(
+        "[kafka.properties]\n\"auto.offset.reset\" = \"latest\"\n",
+        &[],
+        "kafka.properties.\"auto.offset.reset\"",
+        "expected \"earliest\" or nothing",
+    );
     assert_error(
         "[kafka]\ngroup_protocol = \"eager\"\n",
         &[],

@@ -116,6 +116,14 @@ impl Decoding {
         );
     }
 
+    fn table(&self, data_type: DataType) -> Result<&TableSchema, DecodingError> {
+        self.tables
+            .get(&data_type)
+            .ok_or(DecodingError::UnknownTable {
+                data_type: data_type.as_str(),
+            })
+    }
+
     pub fn layout(&self, data_type: DataType) -> Option<&Arc<TableLayout>> {
         self.tables.get(&data_type).map(|t| &t.layout)
     }
@@ -210,14 +218,7 @@ impl Decoding {
             data_type: data_type.as_str(),
             message,
         })?;
-        let layout = self
-            .tables
-            .get(&data_type)
-            .ok_or(DecodingError::UnknownTable {
-                data_type: data_type.as_str(),
-            })?
-            .layout
-            .clone();
+        let layout = self.table(data_type)?.layout.clone();
         if decoded.is_some() || !rejected.is_empty() {
             out.push(Decoded {
                 data_type,
@@ -264,13 +265,7 @@ impl Decoding {
         id: u32,
         writer: &str,
     ) -> Result<DecoderSlot, DecodingError> {
-        let reader = &self
-            .tables
-            .get(&data_type)
-            .ok_or(DecodingError::UnknownTable {
-                data_type: data_type.as_str(),
-            })?
-            .reader;
+        let reader = &self.table(data_type)?.reader;
         Ok(
             match SchemaDecoder::new(id, writer, reader, self.batch_rows) {
                 Ok(d) => {
@@ -298,14 +293,7 @@ impl Decoding {
         writer: &str,
         out: &mut Vec<Decoded>,
     ) -> Result<Option<DecoderSlot>, DecodingError> {
-        let reader = self
-            .tables
-            .get(&data_type)
-            .ok_or(DecodingError::UnknownTable {
-                data_type: data_type.as_str(),
-            })?
-            .reader
-            .clone();
+        let reader = self.table(data_type)?.reader.clone();
         let added = added_fields(&reader, writer);
         if added.is_empty() {
             return Ok(None);

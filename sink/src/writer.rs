@@ -47,6 +47,9 @@ pub fn writer_properties() -> WriterProperties {
 
 pub const TARGET_FILE_SIZE: usize = 512 * 1024 * 1024;
 
+/// Rows copied into sorted order at a time on their way to the Parquet writer.
+const WRITE_CHUNK_ROWS: usize = 64 * 1024;
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::DataInvalid, msg.into())
 }
@@ -147,33 +150,40 @@ pub async fn write_data_files(
     if adapted.is_empty() {
         return Ok(Vec::new());
     }
-    // One copy, straight into sorted order (no concatenated copy first: at the default
-    // commit size that was ~100 MB of peak memory).
+    // No sorted copy of the whole job: the partition columns are gathered in sorted order
+    // (two small columns), and the rows are copied into sorted order one chunk at a time,
+    // just before the Parquet writer encodes them. Peak memory is the job's own batches
+    // plus one chunk, not a second copy of the job.
     let order = sort_order(&adapted, day_partitioned)?;
-    let sorted = interleave_record_batch(&adapted.iter().collect::<Vec<_>>(), &order)
-        .map_err(|e| invalid(e.to_string()))?;
-    drop(order);
-    drop(adapted);
-
-    let sorted_exchange = arrow::compute::cast(
-        sorted.column_by_name(EXCHANGE).expect("checked above"),
-        &ArrowType::Utf8,
-    )
-    .map_err(|e| invalid(e.to_string()))?;
-    let sorted_exchange = sorted_exchange
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("utf8")
-        .clone();
-    let sorted_day = Int32Array::from_iter_values(
-        sorted
-            .column_by_name(EXCHANGE_TIMESTAMP)
-            .expect("checked above")
-            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-            .values()
+    let mut exchanges = Vec::with_capacity(adapted.len());
+    let mut timestamps = Vec::with_capacity(adapted.len());
+    for b in &adapted {
+        let exchange = b
+            .column_by_name(EXCHANGE)
+            .ok_or_else(|| invalid(format!("batch has no column {EXCHANGE}")))?;
+        exchanges.push(
+            arrow::compute::cast(exchange, &ArrowType::Utf8).map_err(|e| invalid(e.to_string()))?,
+        );
+        timestamps.push(
+            b.column_by_name(EXCHANGE_TIMESTAMP)
+                .ok_or_else(|| invalid(format!("batch has no column {EXCHANGE_TIMESTAMP}")))?
+                .clone(),
+        );
+    }
+    let sorted_exchange = StringArray::from_iter_values(
+        order
             .iter()
-            .map(|v| day_of(*v)),
+            .map(|&(b, r)| exchanges[b].as_string::<i32>().value(r)),
     );
+    let sorted_day = Int32Array::from_iter_values(order.iter().map(|&(b, r)| {
+        day_of(
+            timestamps[b]
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .value(r),
+        )
+    }));
+    drop(exchanges);
+    drop(timestamps);
     let mut partition_columns: Vec<ArrayRef> = vec![Arc::new(sorted_exchange.clone())];
     if day_partitioned {
         partition_columns.push(Arc::new(sorted_day.clone()));
@@ -181,6 +191,7 @@ pub async fn write_data_files(
     let ranges = partition(&partition_columns)
         .map_err(|e| invalid(e.to_string()))?
         .ranges();
+    let sources: Vec<&RecordBatch> = adapted.iter().collect();
 
     let metadata = table.metadata();
     let spec = metadata.default_partition_spec().as_ref().clone();
@@ -217,9 +228,11 @@ pub async fn write_data_files(
             table_schema.clone(),
             Struct::from_iter(values),
         );
-        writer
-            .write(key, sorted.slice(range.start, range.end - range.start))
-            .await?;
+        for chunk in order[range].chunks(WRITE_CHUNK_ROWS) {
+            let rows =
+                interleave_record_batch(&sources, chunk).map_err(|e| invalid(e.to_string()))?;
+            writer.write(key.clone(), rows).await?;
+        }
     }
     writer.close().await
 }

@@ -516,6 +516,24 @@ impl K2Config {
                 );
             }
         }
+        // Exactly-once depends on these: a partition the tables have never seen starts at
+        // its beginning (not at the end, skipping what is there), and records of aborted
+        // transactions are never read. Any other value is refused, not silently ignored.
+        for (key, required) in [
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.offset.store", "false"),
+        ] {
+            if let Some(value) = self.kafka.properties.get(key)
+                && value != required
+            {
+                return invalid(
+                    &format!("kafka.properties.\"{key}\""),
+                    &format!("\"{required}\" or nothing: K2's exactly-once depends on it"),
+                    format!("\"{value}\""),
+                );
+            }
+        }
         if self.kafka.group_protocol == GroupProtocol::Consumer {
             // librdkafka refuses these with the KIP-848 protocol; say so at load, naming
             // the key, rather than when the consumer is created.
