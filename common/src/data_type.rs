@@ -104,11 +104,6 @@ impl DataType {
     pub fn from_table_name(name: &str) -> Option<DataType> {
         DataType::ALL.into_iter().find(|d| d.table_name() == name)
     }
-
-    /// The data types whose records carry sequence numbers.
-    pub fn sequenced() -> impl Iterator<Item = DataType> {
-        DataType::ALL.into_iter().filter(|d| d.describe().sequenced)
-    }
 }
 
 impl fmt::Display for DataType {

@@ -124,10 +124,6 @@ impl Decoding {
             })
     }
 
-    pub fn layout(&self, data_type: DataType) -> Option<&Arc<TableLayout>> {
-        self.tables.get(&data_type).map(|t| &t.layout)
-    }
-
     /// Decodes one record of `data_type`. Full batches (and, on a schema evolution, every
     /// pending row) are appended to `out`.
     pub fn push(
@@ -196,13 +192,6 @@ impl Decoding {
             self.flush_one(data_type, id, out)?;
         }
         Ok(())
-    }
-
-    /// True if some decoder holds rows not yet in a batch.
-    pub fn has_pending(&self) -> bool {
-        self.decoders
-            .values()
-            .any(|slot| matches!(slot, DecoderSlot::Ready(d) if d.pending_rows() > 0))
     }
 
     fn flush_one(

@@ -124,8 +124,7 @@ impl Sink {
             SchemaSource::from_config(config).map_err(SinkError::Setup)?,
             catalog.clone(),
             runtime.clone(),
-        )
-        .with_batch_rows(DECODE_BATCH_ROWS);
+        );
         let data_types: HashSet<DataType> = topics.iter().map(TopicName::data_type).collect();
         for &dt in &data_types {
             let builtin = BuiltinSchema::for_data_type(dt);

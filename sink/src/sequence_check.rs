@@ -90,11 +90,6 @@ impl SequenceCheck {
         &self.counts
     }
 
-    /// Instruments currently remembered.
-    pub fn tracked(&self) -> usize {
-        self.tracker.len()
-    }
-
     /// Classifies every row of a batch of `data_type` (in table layout) and returns the
     /// `sequence_events` rows it revealed, if any. Data types without sequence numbers pass.
     pub fn check(

@@ -3,8 +3,6 @@
 //! (after its partition bookkeeping) and routes what it rejects to the dead-letter topic;
 //! `bench/pipeline` drives the same value from memory.
 
-use std::sync::Arc;
-
 use k2_common::data_type::DataType;
 
 use crate::buffer::Buffer;
@@ -79,14 +77,13 @@ impl Stages {
         for d in std::mem::take(&mut self.decoded) {
             rejected.extend(d.rejected);
             let Some(rows) = d.rows else { continue };
-            let layout = Arc::clone(&d.layout);
-            let (batch, invalid) =
-                self.validation
-                    .apply(d.data_type, &layout, rows)
-                    .map_err(|source| StageError::Validation {
-                        data_type: d.data_type.as_str(),
-                        source,
-                    })?;
+            let (batch, invalid) = self
+                .validation
+                .apply(d.data_type, &d.layout, rows)
+                .map_err(|source| StageError::Validation {
+                    data_type: d.data_type.as_str(),
+                    source,
+                })?;
             rejected.extend(invalid);
             if let Some(batch) = batch {
                 if let Some(events) = self.sequence_check.check(d.data_type, &batch)? {
@@ -103,6 +100,7 @@ impl Stages {
 mod tests {
     use std::collections::BTreeMap;
     use std::num::NonZeroUsize;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use arrow::array::AsArray;

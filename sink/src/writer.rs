@@ -1,8 +1,8 @@
 //! Write: one table's buffered rows become sorted Parquet data files.
 //!
 //! Rows are sorted by (exchange, day, symbol, exchange_timestamp): the first two are the
-//! partition, so each partition is one contiguous run that is cut with
-//! `arrow::compute::partition` and handed to a `ClusteredWriter`; within a partition every
+//! partition, so each partition is one contiguous run of the order, handed to a
+//! `ClusteredWriter` in chunks; within a partition every
 //! file is sorted by the table's sort order (symbol, exchange_timestamp), which
 //! iceberg-rust records but does not apply itself.
 
@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
-use arrow::compute::{interleave_record_batch, partition};
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::DataType as ArrowType;
-use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
+use arrow_array::{Array, RecordBatch};
 use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -75,12 +75,28 @@ fn day_of(micros: i64) -> i32 {
     micros.div_euclid(MICROS_PER_DAY) as i32
 }
 
-/// The order of the rows of `batches` (as (batch, row) pairs) by (exchange, day, symbol,
-/// exchange_timestamp) (`day` left out for unpartitioned tables). The string columns
-/// have few distinct values, so each (exchange, day, symbol) group gets a rank once and
-/// rows are sorted by (rank, timestamp) as plain integers: a generic multi-column sort
-/// compared strings on every comparison and was half the cost of writing.
-fn sort_order(batches: &[RecordBatch], partitioned: bool) -> Result<Vec<(usize, usize)>, Error> {
+/// Rows as (batch, row) pairs, in the order they are written.
+type WriteOrder = Vec<(usize, usize)>;
+
+/// One partition's rows: a contiguous run of the write order.
+struct PartitionRun {
+    exchange: String,
+    /// Days since the epoch (0 for tables not partitioned by day).
+    day: i32,
+    rows: std::ops::Range<usize>,
+}
+
+/// The rows of `batches` in write order (as (batch, row) pairs) by (exchange, day, symbol,
+/// exchange_timestamp) (`day` left out for unpartitioned tables), and the runs of that
+/// order that form one partition. The string columns have few distinct values, so each
+/// (exchange, day, symbol) group gets a rank once and rows are sorted by (rank, timestamp)
+/// as plain integers: a generic multi-column sort compared strings on every comparison and
+/// was half the cost of writing. Partitions fall out of the ranks: groups sort by
+/// (exchange, day) first.
+fn sort_order(
+    batches: &[RecordBatch],
+    partitioned: bool,
+) -> Result<(WriteOrder, Vec<PartitionRun>), Error> {
     let arrow_err = |e: arrow::error::ArrowError| invalid(e.to_string());
     let column = |b: &RecordBatch, name: &str| {
         b.column_by_name(name)
@@ -123,10 +139,23 @@ fn sort_order(batches: &[RecordBatch], partitioned: bool) -> Result<Vec<(usize, 
         k.0 = rank[k.0 as usize];
     }
     keyed.sort_unstable();
-    Ok(keyed
+    let mut runs: Vec<PartitionRun> = Vec::new();
+    for (i, k) in keyed.iter().enumerate() {
+        let ((exchange, day, _), _) = ordered[k.0 as usize];
+        match runs.last_mut() {
+            Some(run) if run.exchange == exchange && run.day == day => run.rows.end = i + 1,
+            _ => runs.push(PartitionRun {
+                exchange: exchange.to_string(),
+                day,
+                rows: i..i + 1,
+            }),
+        }
+    }
+    let order = keyed
         .into_iter()
         .map(|(_, _, b, r)| (b as usize, r as usize))
-        .collect())
+        .collect();
+    Ok((order, runs))
 }
 
 /// Sorts `batches` and writes them as data files of `table`. `file_prefix` makes file
@@ -150,47 +179,10 @@ pub async fn write_data_files(
     if adapted.is_empty() {
         return Ok(Vec::new());
     }
-    // No sorted copy of the whole job: the partition columns are gathered in sorted order
-    // (two small columns), and the rows are copied into sorted order one chunk at a time,
-    // just before the Parquet writer encodes them. Peak memory is the job's own batches
-    // plus one chunk, not a second copy of the job.
-    let order = sort_order(&adapted, day_partitioned)?;
-    let mut exchanges = Vec::with_capacity(adapted.len());
-    let mut timestamps = Vec::with_capacity(adapted.len());
-    for b in &adapted {
-        let exchange = b
-            .column_by_name(EXCHANGE)
-            .ok_or_else(|| invalid(format!("batch has no column {EXCHANGE}")))?;
-        exchanges.push(
-            arrow::compute::cast(exchange, &ArrowType::Utf8).map_err(|e| invalid(e.to_string()))?,
-        );
-        timestamps.push(
-            b.column_by_name(EXCHANGE_TIMESTAMP)
-                .ok_or_else(|| invalid(format!("batch has no column {EXCHANGE_TIMESTAMP}")))?
-                .clone(),
-        );
-    }
-    let sorted_exchange = StringArray::from_iter_values(
-        order
-            .iter()
-            .map(|&(b, r)| exchanges[b].as_string::<i32>().value(r)),
-    );
-    let sorted_day = Int32Array::from_iter_values(order.iter().map(|&(b, r)| {
-        day_of(
-            timestamps[b]
-                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                .value(r),
-        )
-    }));
-    drop(exchanges);
-    drop(timestamps);
-    let mut partition_columns: Vec<ArrayRef> = vec![Arc::new(sorted_exchange.clone())];
-    if day_partitioned {
-        partition_columns.push(Arc::new(sorted_day.clone()));
-    }
-    let ranges = partition(&partition_columns)
-        .map_err(|e| invalid(e.to_string()))?
-        .ranges();
+    // No sorted copy of the whole job: rows are copied into sorted order one chunk at a
+    // time, just before the Parquet writer encodes them. Peak memory is the job's own
+    // batches plus one chunk, not a second copy of the job.
+    let (order, runs) = sort_order(&adapted, day_partitioned)?;
     let sources: Vec<&RecordBatch> = adapted.iter().collect();
 
     let metadata = table.metadata();
@@ -205,8 +197,7 @@ pub async fn write_data_files(
         DefaultFileNameGenerator::new(file_prefix.to_string(), None, DataFileFormat::Parquet),
     );
     let mut writer = ClusteredWriter::new(DataFileWriterBuilder::new(rolling));
-    for range in ranges {
-        let first = range.start;
+    for run in runs {
         let mut values: Vec<Option<Literal>> = Vec::new();
         for field in spec.fields() {
             let source = table_schema
@@ -214,8 +205,8 @@ pub async fn write_data_files(
                 .map(|f| f.name.as_str())
                 .unwrap_or_default();
             values.push(Some(match source {
-                EXCHANGE_TIMESTAMP => Literal::date(sorted_day.value(first)),
-                EXCHANGE => Literal::string(sorted_exchange.value(first)),
+                EXCHANGE_TIMESTAMP => Literal::date(run.day),
+                EXCHANGE => Literal::string(&run.exchange),
                 other => {
                     return Err(invalid(format!(
                         "K2 cannot compute partition values from column {other}"
@@ -228,11 +219,69 @@ pub async fn write_data_files(
             table_schema.clone(),
             Struct::from_iter(values),
         );
-        for chunk in order[range].chunks(WRITE_CHUNK_ROWS) {
+        for chunk in order[run.rows].chunks(WRITE_CHUNK_ROWS) {
             let rows =
                 interleave_record_batch(&sources, chunk).map_err(|e| invalid(e.to_string()))?;
             writer.write(key.clone(), rows).await?;
         }
     }
     writer.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    use arrow_schema::{Field, Schema, TimeUnit};
+
+    use super::*;
+
+    fn batch(rows: &[(&str, &str, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(EXCHANGE, ArrowType::Utf8, false),
+            Field::new(SYMBOL, ArrowType::Utf8, false),
+            Field::new(
+                EXCHANGE_TIMESTAMP,
+                ArrowType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                false,
+            ),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                    .with_timezone("+00:00"),
+            ),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn rows_sort_by_exchange_day_symbol_time_and_partitions_are_runs_of_the_order() {
+        let day = MICROS_PER_DAY;
+        let batches = [
+            batch(&[
+                ("asx", "CBA", day + 5),
+                ("asx", "BHP", 7),
+                ("asx", "BHP", 3),
+            ]),
+            batch(&[("binance", "BTC", 1), ("asx", "BHP", day + 1)]),
+        ];
+        let (order, runs) = sort_order(&batches, true).unwrap();
+        assert_eq!(order, [(0, 2), (0, 1), (1, 1), (0, 0), (1, 0)]);
+        let runs: Vec<(&str, i32, std::ops::Range<usize>)> = runs
+            .iter()
+            .map(|r| (r.exchange.as_str(), r.day, r.rows.clone()))
+            .collect();
+        assert_eq!(
+            runs,
+            [("asx", 0, 0..2), ("asx", 1, 2..4), ("binance", 0, 4..5)]
+        );
+
+        // Not partitioned by day: one run per exchange, still sorted by symbol and time.
+        let (order, runs) = sort_order(&batches, false).unwrap();
+        assert_eq!(order, [(0, 2), (0, 1), (1, 1), (0, 0), (1, 0)]);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].rows, 0..4);
+    }
 }
