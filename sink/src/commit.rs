@@ -165,7 +165,10 @@ impl Committer {
         job: CommitJob,
         dead_letters: PendingDeadLetters,
     ) -> Result<JobOutcome, CommitError> {
-        let dead_letters = dead_letters.deliver().await;
+        let dead_letters = dead_letters.deliver().await.map_err(|e| CommitError {
+            table: "the dead-letter topic".to_string(),
+            message: e.to_string(),
+        })?;
         let tables = self.commit_tables(id, job).await?;
         Ok(JobOutcome {
             id,
@@ -403,7 +406,7 @@ impl Committer {
     }
 
     /// Appends `files` to `table` with the offsets and K2's properties in the snapshot
-    /// summary, pinned to the snapshot `table` was loaded at (a concurrent commit makes it
+    /// summary and the offsets and commit id in the table properties, pinned to the snapshot `table` was loaded at (a concurrent commit makes it
     /// fail with `CatalogCommitConflicts`).
     async fn append(
         &self,
@@ -427,6 +430,13 @@ impl Committer {
                 (VERSION_PROPERTY.to_string(), k2_common::VERSION.to_string()),
             ]));
         let tx = append.apply(tx)?;
+        // The same offsets as a table property, in the same metadata update: properties
+        // outlive snapshots, so expiring K2's snapshots cannot make the offsets vanish.
+        let tx = tx
+            .update_table_properties()
+            .set(OFFSETS_PROPERTY.to_string(), offsets.to_json())
+            .set(COMMIT_ID_PROPERTY.to_string(), commit_id.to_string())
+            .apply(tx)?;
         tx.commit(&PinnedCatalog::new(self.catalog.clone(), table.clone()))
             .await
     }
@@ -499,7 +509,7 @@ fn lineage(table: &iceberg::TableIdent, e: LineageError) -> CommitError {
 }
 
 /// Errors retrying cannot fix: bad data or schema, a missing table, unsupported features.
-fn is_fatal(e: &iceberg::Error) -> bool {
+pub(crate) fn is_fatal(e: &iceberg::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::DataInvalid

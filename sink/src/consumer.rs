@@ -2,10 +2,13 @@
 //! its table says, not where the consumer group says.
 //!
 //! The rebalance callback runs on the thread that polls, inside `poll`. On assignment it
-//! reads the offsets recorded in the tables and assigns the partitions at those offsets;
-//! partitions a table has never seen fall back to the group's committed offset, then to
-//! `auto.offset.reset`. What happened is queued as [`RebalanceEvent`]s for the poll loop,
-//! which drains them right after `poll` returns, before it seals anything.
+//! reads the offsets recorded in the tables (a catalog read; retried for at most
+//! [`ASSIGN_DEADLINE`], well inside `max.poll.interval.ms`, then the sink stops) and
+//! assigns the partitions at those offsets, paused; partitions no table recorded start at
+//! their beginning. What happened is queued as [`RebalanceEvent`]s for the poll loop,
+//! which drains them right after `poll` returns and has [`crate::resume`] do the slow part
+//! off the poll thread (the sequence warm-up, the group's committed offset of unrecorded
+//! partitions) before it seeks and resumes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,23 +25,27 @@ use rdkafka::types::RDKafkaRespErr;
 use k2_common::config::GroupProtocol;
 use k2_common::topic::{DataType, TopicName};
 
-use crate::instrumentation::{Metrics, RebalanceLabels};
+use crate::instrumentation::{KindLabels, Metrics};
 use crate::offsets::{TableOffsets, TopicPartition};
-use crate::table::table_ident;
+use crate::resume::{ResumeError, table_offsets};
 
-/// A partition handed to this sink, and where its table says to resume.
+/// How long the rebalance callback retries reading the tables' offsets before the sink
+/// gives up and stops (librdkafka's `max.poll.interval.ms` defaults to 300 s).
+pub const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A partition handed to this sink, paused until it is known where it starts.
 #[derive(Debug, Clone)]
 pub struct Assigned {
     pub tp: TopicPartition,
     pub data_type: DataType,
-    /// Next offset to read as recorded by the table (`None`: never recorded).
-    pub recorded: Option<i64>,
 }
 
 #[derive(Debug)]
 pub enum RebalanceEvent {
     Assigned(Vec<Assigned>),
     Revoked(Vec<TopicPartition>),
+    /// The tables' offsets could not be read: nothing was assigned, and the sink stops.
+    Failed(ResumeError),
 }
 
 /// Consumer context: table-driven assignment and librdkafka logs through `tracing`.
@@ -79,47 +86,43 @@ impl SinkContext {
     fn count(&self, kind: &str, n: usize) {
         self.metrics
             .rebalances
-            .get_or_create(&RebalanceLabels { kind: kind.into() })
+            .get_or_create(&KindLabels { kind: kind.into() })
             .inc_by(n as u64);
     }
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let mut assigned = Vec::new();
-        let mut data_types = BTreeSet::new();
         for e in tpl.elements() {
             match e.topic().parse::<TopicName>() {
-                Ok(t) => {
-                    data_types.insert(t.data_type());
-                    assigned.push(Assigned {
-                        tp: TopicPartition::new(e.topic(), e.partition()),
-                        data_type: t.data_type(),
-                        recorded: None,
-                    });
-                }
+                Ok(t) => assigned.push(Assigned {
+                    tp: TopicPartition::new(e.topic(), e.partition()),
+                    data_type: t.data_type(),
+                }),
                 Err(err) => {
                     tracing::error!(topic = e.topic(), error = %err, "assigned a topic that is not a market-data topic")
                 }
             }
         }
-        let offsets = self.runtime.block_on(load_offsets(
-            self.catalog.as_ref(),
-            &data_types,
-            &self.metrics,
-        ));
-        for a in &mut assigned {
-            a.recorded = offsets.get(&a.data_type).and_then(|o| o.get(&a.tp));
-            if let Some(o) = a.recorded
-                && let Err(e) =
-                    tpl.set_partition_offset(&a.tp.topic, a.tp.partition, Offset::Offset(o))
-            {
-                tracing::error!(partition = %a.tp, error = %e, "cannot set the start offset");
+        let data_types: BTreeSet<DataType> = assigned.iter().map(|a| a.data_type).collect();
+        let offsets = match self.runtime.block_on(self.recorded(&data_types)) {
+            Ok(o) => o,
+            Err(e) => {
+                self.push(RebalanceEvent::Failed(e));
+                return;
             }
+        };
+        // Explicit start offsets: librdkafka starts fetching there on its own schedule,
+        // and the loop's later seek (after the warm-up) goes to the same offset or past
+        // it, so whichever lands last, nothing is skipped. (A position librdkafka would
+        // look up itself, e.g. the group's committed offset, could land after the seek
+        // somewhere else.) Paused until the loop resumes them.
+        for a in &assigned {
+            let start = offsets
+                .get(&a.data_type)
+                .and_then(|o| o.get(&a.tp))
+                .map_or(Offset::Beginning, Offset::Offset);
+            let _ = tpl.set_partition_offset(&a.tp.topic, a.tp.partition, start);
         }
-        tracing::info!(
-            partitions = assigned.len(),
-            from_table = assigned.iter().filter(|a| a.recorded.is_some()).count(),
-            "partitions assigned"
-        );
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
             _ => consumer.assign(tpl),
@@ -127,8 +130,34 @@ impl SinkContext {
         if let Err(e) = result {
             tracing::error!(error = %e, "assigning partitions failed");
         }
+        if let Err(e) = consumer.pause(tpl) {
+            tracing::error!(error = %e, "pausing newly assigned partitions failed");
+        }
+        tracing::info!(partitions = assigned.len(), "partitions assigned");
         self.count("assign", assigned.len());
         self.push(RebalanceEvent::Assigned(assigned));
+    }
+
+    /// The offsets recorded in the tables of `data_types`, retried for at most
+    /// [`ASSIGN_DEADLINE`].
+    async fn recorded(
+        &self,
+        data_types: &BTreeSet<DataType>,
+    ) -> Result<HashMap<DataType, TableOffsets>, ResumeError> {
+        let mut out = HashMap::new();
+        for &dt in data_types {
+            let offsets = tokio::time::timeout(
+                ASSIGN_DEADLINE,
+                table_offsets(self.catalog.as_ref(), dt, &self.metrics),
+            )
+            .await
+            .map_err(|_| ResumeError::Deadline {
+                table: dt.table_name(),
+                deadline: ASSIGN_DEADLINE,
+            })??;
+            out.insert(dt, offsets);
+        }
+        Ok(out)
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -188,38 +217,6 @@ impl ConsumerContext for SinkContext {
             }
         }
     }
-}
-
-/// Offsets recorded in the tables of these data types. Retries until the catalog answers:
-/// starting a partition anywhere else could duplicate or skip records.
-async fn load_offsets(
-    catalog: &dyn Catalog,
-    data_types: &BTreeSet<DataType>,
-    metrics: &Metrics,
-) -> HashMap<DataType, TableOffsets> {
-    let mut out = HashMap::new();
-    for &dt in data_types {
-        let what = format!("reading the offsets recorded in {}", dt.table_name());
-        let offsets = k2_common::retry::retry(
-            &what,
-            || async {
-                let table = catalog
-                    .load_table(&table_ident(dt))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                TableOffsets::from_metadata(table.metadata()).map_err(|e| e.to_string())
-            },
-            |_| true,
-            |_| {
-                metrics.storage_retries.inc();
-            },
-        )
-        .await;
-        if let Ok(o) = offsets {
-            out.insert(dt, o);
-        }
-    }
-    out
 }
 
 /// The consumer's librdkafka configuration. K2's choices come first so that pass-through

@@ -4,6 +4,17 @@
 //! Delivery is at-least-once: a record's offset is only recorded as handled after the
 //! broker acknowledged its dead letter, so after a crash it may be dead-lettered again;
 //! the `k2.source.*` headers identify repeats.
+//!
+//! Nothing here blocks the poll thread: [`DeadLetters::send`] only queues (a full local
+//! queue is retried by the committer), and the committer waits for acknowledgements.
+//! Failures that may pass (broker down, queue full, timeouts) are retried with backoff. A
+//! dead letter the broker can never take as it is (too large once K2's headers are added,
+//! or refused as invalid) is sent *truncated*: the original key and every header, no value,
+//! plus `k2.dead-letter.truncated` (the value's size) and `k2.dead-letter.error` (why the
+//! full one failed), so the record is still found at its source offset. If even that
+//! fails for good (the topic is missing or not writable), the commit fails with an error
+//! naming the record, and the sink stops: its offset must not pass a record that is not
+//! safely dead-lettered.
 
 use std::time::Duration;
 
@@ -22,24 +33,56 @@ pub const HEADER_ERROR_KIND: &str = "k2.error.kind";
 pub const HEADER_ERROR_MESSAGE: &str = "k2.error.message";
 pub const HEADER_SINK_VERSION: &str = "k2.sink.version";
 pub const HEADER_TIMESTAMP: &str = "k2.timestamp";
+/// On a truncated dead letter: the size in bytes of the value it leaves out.
+pub const HEADER_TRUNCATED: &str = "k2.dead-letter.truncated";
+/// On a truncated dead letter: why the full one could not be delivered.
+pub const HEADER_DELIVERY_ERROR: &str = "k2.dead-letter.error";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("cannot create the dead-letter producer: {0}")]
     Create(#[source] KafkaError),
+    #[error(
+        "the dead letter of {record} cannot be delivered to {dead_letter_topic}, even truncated: {source}"
+    )]
+    Undeliverable {
+        /// `topic[partition] offset n`
+        record: String,
+        dead_letter_topic: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
+}
+
+/// What of a rejected record a dead letter carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Form {
+    /// Key, value and headers.
+    Full,
+    /// Key and headers only; the full form failed with this error.
+    Truncated(String),
+}
+
+/// A dead letter on its way: queued with librdkafka, or not yet (its local queue was full).
+struct InFlight {
+    rejected: Rejected,
+    form: Form,
+    delivery: Result<DeliveryFuture, KafkaError>,
 }
 
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
-    in_flight: Vec<(Rejected, DeliveryFuture)>,
+    in_flight: Vec<InFlight>,
     log_budget: LogBudget,
+    metrics: Metrics,
 }
 
 impl DeadLetters {
     pub fn new(
         client_properties: &std::collections::BTreeMap<String, String>,
         topic: &str,
+        metrics: Metrics,
     ) -> Result<Self, DeadLetterError> {
         let mut cc = ClientConfig::new();
         for (k, v) in client_properties
@@ -58,6 +101,7 @@ impl DeadLetters {
             topic: topic.to_string(),
             in_flight: Vec::new(),
             log_budget: LogBudget::new(20, Duration::from_secs(10)),
+            metrics,
         })
     }
 
@@ -67,8 +111,9 @@ impl DeadLetters {
 
     /// Queues a dead letter; its acknowledgement is awaited by [`PendingDeadLetters::deliver`]
     /// before the commit that records its offset.
-    pub fn send(&mut self, rejected: Rejected, metrics: &Metrics) {
-        metrics.dead_letter(&rejected.source.topic, rejected.kind);
+    pub fn send(&mut self, rejected: Rejected) {
+        self.metrics
+            .dead_letter(&rejected.source.topic, rejected.kind);
         if self.log_budget.allow() {
             tracing::warn!(
                 topic = %rejected.source.topic,
@@ -79,8 +124,12 @@ impl DeadLetters {
                 "record sent to the dead-letter topic"
             );
         }
-        let future = enqueue(&self.producer, &self.topic, &rejected);
-        self.in_flight.push((rejected, future));
+        let delivery = enqueue(&self.producer, &self.topic, &rejected, &Form::Full);
+        self.in_flight.push(InFlight {
+            rejected,
+            form: Form::Full,
+            delivery,
+        });
     }
 
     /// Hands the queued dead letters to the commit that will record their offsets.
@@ -89,6 +138,7 @@ impl DeadLetters {
             producer: self.producer.clone(),
             topic: self.topic.clone(),
             in_flight: std::mem::take(&mut self.in_flight),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -102,7 +152,8 @@ impl DeadLetters {
 pub struct PendingDeadLetters {
     producer: FutureProducer,
     topic: String,
-    in_flight: Vec<(Rejected, DeliveryFuture)>,
+    in_flight: Vec<InFlight>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for PendingDeadLetters {
@@ -123,35 +174,88 @@ impl PendingDeadLetters {
         self.in_flight.is_empty()
     }
 
-    /// Waits until every dead letter is acknowledged, re-sending failures with backoff.
-    /// Returns how many were delivered. Never gives up: an offset may not pass a bad
-    /// record until its dead letter is safe.
-    pub async fn deliver(mut self) -> usize {
+    /// Waits until every dead letter is acknowledged: what may pass is retried with
+    /// backoff, what never will is sent truncated, and a truncated one that fails for good
+    /// is an error. Returns how many were delivered.
+    pub async fn deliver(mut self) -> Result<usize, DeadLetterError> {
         let mut delivered = 0;
-        let mut attempt = 0u32;
+        let mut backoff = k2_common::retry::Backoff::new();
         while !self.in_flight.is_empty() {
-            let mut failed = Vec::new();
-            for (rejected, future) in self.in_flight.drain(..) {
-                match future.await {
-                    Ok(Ok(_)) => delivered += 1,
-                    Ok(Err((e, _))) => {
-                        tracing::warn!(error = %e, topic = %self.topic, "dead letter not delivered; retrying");
-                        failed.push(rejected);
+            let mut again = Vec::new();
+            let mut transient = None;
+            for f in self.in_flight.drain(..) {
+                let result = match f.delivery {
+                    Ok(future) => match future.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(e),
+                        Err(_canceled) => Err(KafkaError::Canceled),
+                    },
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => delivered += 1,
+                    Err(e) if is_transient(&e) => {
+                        transient = Some(e);
+                        again.push((f.rejected, f.form));
                     }
-                    Err(_canceled) => failed.push(rejected),
+                    Err(e) if f.form == Form::Full => {
+                        tracing::warn!(
+                            topic = %f.rejected.source.topic,
+                            partition = f.rejected.source.partition,
+                            offset = f.rejected.source.offset,
+                            error = %e,
+                            "the dead letter cannot be delivered as it is; sending it without its value"
+                        );
+                        self.metrics.dead_letters_truncated.inc();
+                        again.push((f.rejected, Form::Truncated(e.to_string())));
+                    }
+                    Err(source) => {
+                        let r = f.rejected.source;
+                        return Err(DeadLetterError::Undeliverable {
+                            record: format!("{}[{}] offset {}", r.topic, r.partition, r.offset),
+                            dead_letter_topic: self.topic,
+                            source: Box::new(source),
+                        });
+                    }
                 }
             }
-            if !failed.is_empty() {
-                attempt += 1;
-                let delay = Duration::from_millis(100u64 << attempt.min(7));
-                tokio::time::sleep(delay).await;
-                for r in failed {
-                    let f = enqueue(&self.producer, &self.topic, &r);
-                    self.in_flight.push((r, f));
-                }
+            if let Some(e) = transient {
+                self.metrics.dead_letter_retries.inc();
+                backoff.wait("delivering dead letters", &e).await;
+            }
+            for (rejected, form) in again {
+                let delivery = enqueue(&self.producer, &self.topic, &rejected, &form);
+                self.in_flight.push(InFlight {
+                    rejected,
+                    form,
+                    delivery,
+                });
             }
         }
-        delivered
+        Ok(delivered)
+    }
+}
+
+/// Errors that may pass by themselves. librdkafka already retried a failed delivery
+/// within `message.timeout.ms`; what it reports is either that timeout (the broker was
+/// unreachable) or an error about the record or the topic that no retry changes.
+fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e {
+        KafkaError::MessageProduction(code) => !matches!(
+            code,
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::MessageBatchTooLarge
+                | C::InvalidRecord
+                | C::InvalidMessage
+                | C::InvalidTopic
+                | C::UnknownTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::Fatal
+        ),
+        _ => true,
     }
 }
 
@@ -173,11 +277,18 @@ fn is_consumer_only(key: &str) -> bool {
     PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
-fn enqueue(producer: &FutureProducer, topic: &str, r: &Rejected) -> DeliveryFuture {
+/// Hands a dead letter to librdkafka without waiting; a full local queue comes back as
+/// an error to retry later.
+fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    r: &Rejected,
+    form: &Form,
+) -> Result<DeliveryFuture, KafkaError> {
     let partition = r.source.partition.to_string();
     let offset = r.source.offset.to_string();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let headers = OwnedHeaders::new()
+    let mut headers = OwnedHeaders::new()
         .insert(header(HEADER_SOURCE_TOPIC, &r.source.topic))
         .insert(header(HEADER_SOURCE_PARTITION, &partition))
         .insert(header(HEADER_SOURCE_OFFSET, &offset))
@@ -185,8 +296,14 @@ fn enqueue(producer: &FutureProducer, topic: &str, r: &Rejected) -> DeliveryFutu
         .insert(header(HEADER_ERROR_MESSAGE, &r.message))
         .insert(header(HEADER_SINK_VERSION, k2_common::VERSION))
         .insert(header(HEADER_TIMESTAMP, &now));
+    let value_bytes = r.value.as_ref().map_or(0, Vec::len).to_string();
+    if let Form::Truncated(why) = form {
+        headers = headers
+            .insert(header(HEADER_TRUNCATED, &value_bytes))
+            .insert(header(HEADER_DELIVERY_ERROR, why));
+    }
     let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
-    if let Some(v) = &r.value {
+    if let (Some(v), Form::Full) = (&r.value, form) {
         record = record.payload(v);
     }
     if let Some(k) = &r.key {
@@ -195,22 +312,45 @@ fn enqueue(producer: &FutureProducer, topic: &str, r: &Rejected) -> DeliveryFutu
     if let Some(ts) = r.source.timestamp_ms {
         record = record.timestamp(ts);
     }
-    loop {
-        match producer.send_result(record) {
-            Ok(f) => return f,
-            Err((e, rec)) => {
-                // Local queue full: let librdkafka deliver some, then try again.
-                tracing::debug!(error = %e, "dead-letter queue full; waiting");
-                producer.poll(Duration::from_millis(100));
-                record = rec;
-            }
-        }
-    }
+    producer.send_result(record).map_err(|(e, _)| e)
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {
         key,
         value: Some(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    use super::*;
+
+    #[test]
+    fn only_what_may_pass_is_retried_as_it_is() {
+        for code in [
+            C::MessageTimedOut,
+            C::QueueFull,
+            C::NotEnoughReplicas,
+            C::LeaderNotAvailable,
+        ] {
+            assert!(
+                is_transient(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            C::MessageSizeTooLarge,
+            C::InvalidRecord,
+            C::TopicAuthorizationFailed,
+            C::UnknownTopic,
+        ] {
+            assert!(
+                !is_transient(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! buffer stages, seal the buffer into jobs for the committer, acknowledge what it
 //! committed, and apply rebalances and fencing.
 //!
-//! The loop runs on its own thread (librdkafka's rebalance callbacks run inside `poll`
-//! and block on the catalog). Exactly one commit job is in flight at a time; while it is,
+//! The loop runs on its own thread. Newly assigned and fenced partitions stay paused while
+//! [`Resume`] finds, on the runtime, where they start; the loop then seeks and resumes them. Exactly one commit job is in flight at a time; while it is,
 //! the next one fills, and when that one is full too, every assigned partition is paused
 //! until the committer catches up: memory stays within about twice the commit policy.
 
@@ -35,6 +35,7 @@ use crate::decoding::Decoding;
 use crate::instrumentation::Metrics;
 use crate::job::{LineageError, PartitionState, SealReason};
 use crate::offsets::{PartitionMap, TopicPartition};
+use crate::resume::{Loaded, Resume, ResumeError, ToResume};
 use crate::sequence_check::{SequenceCheck, SequenceCheckConfig};
 use crate::stages::{StageError, Stages};
 use crate::table::{TableError, TableLayout, ensure_table};
@@ -56,6 +57,8 @@ pub enum SinkError {
     Stages(#[from] StageError),
     #[error(transparent)]
     Lineage(#[from] LineageError),
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     #[error("{0}")]
     Setup(String),
 }
@@ -89,8 +92,7 @@ struct TopicInfo {
 /// The poll loop and the stages it drives.
 pub struct Sink {
     consumer: Arc<SinkConsumer>,
-    catalog: Arc<dyn Catalog>,
-    runtime: tokio::runtime::Handle,
+    resume: Resume,
     metrics: Metrics,
     policy: CommitPolicy,
     topics: HashMap<String, TopicInfo, FxBuildHasher>,
@@ -153,10 +155,14 @@ impl Sink {
         let commits = CommitTask::spawn(committer, &runtime);
 
         let client_properties = config.kafka.client_properties();
-        let dead_letters = DeadLetters::new(&client_properties, &config.sink.dead_letter_topic)?;
+        let dead_letters = DeadLetters::new(
+            &client_properties,
+            &config.sink.dead_letter_topic,
+            metrics.clone(),
+        )?;
         let context = SinkContext::new(runtime.clone(), catalog.clone(), metrics.clone());
         let topic_names: Vec<String> = topics.iter().map(ToString::to_string).collect();
-        let consumer = consumer::subscribe(
+        let consumer = Arc::new(consumer::subscribe(
             consumer::consumer_config(
                 &client_properties,
                 &config.kafka.group_id,
@@ -164,7 +170,7 @@ impl Sink {
             ),
             context,
             &topic_names,
-        )?;
+        )?);
         let watermarks = match mode {
             Mode::Continuous => None,
             Mode::Once => Some(consumer::high_watermarks(
@@ -198,11 +204,17 @@ impl Sink {
             events_layout.arrow_schema.clone(),
             metrics.clone(),
         );
+        let resume = Resume::new(
+            catalog,
+            consumer.clone(),
+            runtime,
+            metrics.clone(),
+            sequence_check.warmup_window(),
+        );
         tracing::info!(%writer_id, topics = topic_names.len(), group = %config.kafka.group_id, "sink started");
         Ok(Sink {
-            consumer: Arc::new(consumer),
-            catalog,
-            runtime,
+            consumer,
+            resume,
             metrics,
             policy: config.sink.commit.clone(),
             topics,
@@ -240,6 +252,7 @@ impl Sink {
             }
             self.poll_batch()?;
             self.handle_rebalances()?;
+            self.handle_resumed()?;
             self.handle_results()?;
 
             let caught_up = self.watermarks.is_some()
@@ -331,9 +344,18 @@ impl Sink {
             // Fetched before a revoke took effect.
             return Ok(());
         };
-        if state.next_offset.is_some_and(|next| offset < next) {
-            // Prefetched before a re-seek: already recorded, or about to be re-read.
+        if state.resuming || state.next_offset.is_some_and(|next| offset < next) {
+            // Read before the partition's seek: it is read again from its start.
             return Ok(());
+        }
+        if let Some(expected) = state.expected_first.take()
+            && offset != expected
+        {
+            // Past a start inside the log: the records between were aborted transactions
+            // or transaction markers (read_committed skips them), so nothing is missing.
+            // A start outside the log was reported when it was found.
+            self.metrics.offset_discontinuity("skipped");
+            tracing::info!(partition = %self.probe, expected, first = offset, "the first record read is past the start offset (aborted transactions or transaction markers)");
         }
         state.next_offset = Some(offset + 1);
         info.consumed.inc();
@@ -359,7 +381,7 @@ impl Sink {
     fn send_rejected(&mut self) {
         for r in self.rejected.drain(..) {
             self.summary.dead_letters += 1;
-            self.dead_letters.send(r, &self.metrics);
+            self.dead_letters.send(r);
         }
     }
 
@@ -417,15 +439,15 @@ impl Sink {
                             Offset::Offset(range.end),
                         );
                     }
-                    RangeOutcome::Fenced { recorded } => fenced.push((tp.clone(), *recorded)),
+                    RangeOutcome::Fenced { .. } => fenced.push(tp.clone()),
                 }
             }
         }
         if acknowledge.count() > 0 {
             self.acknowledge(&acknowledge, CommitMode::Async);
         }
-        for (tp, recorded) in fenced {
-            self.reseek(&tp, recorded)?;
+        for tp in fenced {
+            self.reseek(&tp)?;
         }
         Ok(())
     }
@@ -441,8 +463,8 @@ impl Sink {
     }
 
     /// Another writer advanced `tp`: drop what is buffered for it and read on from what the
-    /// table recorded.
-    fn reseek(&mut self, tp: &TopicPartition, recorded: Option<i64>) -> Result<(), SinkError> {
+    /// table recorded, once [`Resume`] has loaded it (and warmed its instruments up again).
+    fn reseek(&mut self, tp: &TopicPartition) -> Result<(), SinkError> {
         self.flush_decoders()?;
         self.stages
             .buffer
@@ -452,13 +474,75 @@ impl Sink {
         let Some(state) = self.partitions.get_mut(tp) else {
             return Ok(());
         };
-        state.epoch = epoch;
-        state.expected_recorded = recorded;
-        state.next_offset = recorded;
-        let offset = recorded.map_or(Offset::Beginning, Offset::Offset);
-        tracing::warn!(partition = %tp, ?offset, "re-reading partition from the table's offset");
-        self.consumer
-            .seek(&tp.topic, tp.partition, offset, Duration::from_secs(10))?;
+        *state = PartitionState {
+            epoch,
+            resuming: true,
+            ..PartitionState::default()
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(partition = %tp, error = %e, "pausing a fenced partition failed");
+        }
+        tracing::warn!(partition = %tp, "re-reading partition from the table's offset");
+        self.resume.load(vec![ToResume {
+            tp: tp.clone(),
+            data_type: self.data_type(tp),
+            epoch,
+        }]);
+        Ok(())
+    }
+
+    fn data_type(&self, tp: &TopicPartition) -> DataType {
+        self.topics
+            .get(&tp.topic)
+            .map_or(DataType::Trades, |i| i.data_type)
+    }
+
+    /// Seeks the partitions whose start [`Resume`] has found (those not reassigned or
+    /// fenced again since), warms their instruments up and resumes them.
+    fn handle_resumed(&mut self) -> Result<(), SinkError> {
+        while let Some(loaded) = self.resume.try_loaded() {
+            let Loaded {
+                partitions,
+                warm_up,
+            } = loaded?;
+            let mut ready = Vec::with_capacity(partitions.len());
+            for r in partitions {
+                let Some(state) = self.partitions.get_mut(&r.tp) else {
+                    continue;
+                };
+                if state.epoch != r.epoch {
+                    continue;
+                }
+                if let Some(d) = r.discontinuity {
+                    self.metrics.offset_discontinuity(d.kind());
+                    tracing::error!(partition = %r.tp, start = ?r.start, discontinuity = ?d, "the partition's log does not hold the offset K2 resumes from (records deleted by retention before K2 read them, or the topic was recreated); see docs/operations.md");
+                }
+                state.expected_recorded = r.start.recorded();
+                state.next_offset = r.start.expected_first();
+                state.expected_first = r.start.expected_first();
+                state.resuming = false;
+                tracing::info!(partition = %r.tp, start = ?r.start, "resuming partition");
+                self.consumer.seek(
+                    &r.tp.topic,
+                    r.tp.partition,
+                    r.start.offset(),
+                    Duration::from_secs(10),
+                )?;
+                ready.push(r.tp);
+            }
+            self.stages.sequence_check.apply_warm_up(&ready, warm_up);
+            if !self.paused && !ready.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for tp in &ready {
+                    tpl.add_partition(&tp.topic, tp.partition);
+                }
+                if let Err(e) = self.consumer.resume(&tpl) {
+                    tracing::warn!(error = %e, "resuming partitions failed");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -482,31 +566,27 @@ impl Sink {
                     }
                     self.stages.sequence_check.forget(&set);
                 }
+                RebalanceEvent::Failed(e) => return Err(e.into()),
                 RebalanceEvent::Assigned(assigned) => {
                     self.assigned_once = true;
-                    let mut tpl = TopicPartitionList::new();
-                    let mut tps = Vec::with_capacity(assigned.len());
+                    let mut to_resume = Vec::with_capacity(assigned.len());
                     for a in assigned {
                         let epoch = self.new_epoch();
-                        tpl.add_partition(&a.tp.topic, a.tp.partition);
-                        tps.push(a.tp.clone());
                         self.partitions.insert(
-                            a.tp,
+                            a.tp.clone(),
                             PartitionState {
-                                expected_recorded: a.recorded,
                                 epoch,
-                                next_offset: a.recorded,
+                                resuming: true,
+                                ..PartitionState::default()
                             },
                         );
+                        to_resume.push(ToResume {
+                            tp: a.tp,
+                            data_type: a.data_type,
+                            epoch,
+                        });
                     }
-                    if self.paused && tpl.count() > 0 {
-                        let _ = self.consumer.pause(&tpl);
-                    }
-                    self.runtime.block_on(
-                        self.stages
-                            .sequence_check
-                            .warm_up(self.catalog.as_ref(), &tps),
-                    );
+                    self.resume.load(to_resume);
                 }
             }
         }
@@ -521,7 +601,15 @@ impl Sink {
         let result = if paused {
             self.consumer.pause(&assignment)
         } else {
-            self.consumer.resume(&assignment)
+            // Partitions still waiting for their start stay paused.
+            let mut ready = TopicPartitionList::new();
+            for e in assignment.elements() {
+                let tp = TopicPartition::new(e.topic(), e.partition());
+                if self.partitions.get(&tp).is_some_and(|s| !s.resuming) {
+                    ready.add_partition(e.topic(), e.partition());
+                }
+            }
+            self.consumer.resume(&ready)
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, paused, "changing the pause state failed");
@@ -545,7 +633,7 @@ impl Sink {
             if high == 0 {
                 return true;
             }
-            let Some(state) = self.partitions.get(tp) else {
+            let Some(state) = self.partitions.get(tp).filter(|s| !s.resuming) else {
                 return false;
             };
             let fetched = match position

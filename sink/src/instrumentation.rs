@@ -67,8 +67,9 @@ pub struct CommitLabels {
     pub outcome: String,
 }
 
+/// A single `kind` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RebalanceLabels {
+pub struct KindLabels {
     pub kind: String,
 }
 
@@ -109,6 +110,11 @@ metrics! {
         "records_written", "Records committed to Iceberg";
     dead_letters: Family<DeadLetterLabels, Counter> =
         "dead_letters", "Records sent to the dead-letter topic";
+    dead_letters_truncated: Counter =
+        "dead_letters_truncated",
+        "Dead letters sent without their value because the full one could never be delivered (too large, invalid)";
+    dead_letter_retries: Counter =
+        "dead_letter_retries", "Retries of dead-letter deliveries that failed for a reason that may pass";
     commits: Family<CommitLabels, Counter> =
         "commits", "Iceberg commit attempts by outcome";
     commit_seconds: Family<TableLabels, Histogram> =
@@ -126,7 +132,7 @@ metrics! {
         "buffered_bytes", "Payload bytes waiting for a commit";
     paused: Gauge =
         "consumption_paused", "1 while consumption is paused for backpressure";
-    rebalances: Family<RebalanceLabels, Counter> =
+    rebalances: Family<KindLabels, Counter> =
         "rebalances", "Partition assignments and revocations";
     fenced_partitions: Counter =
         "fenced_partitions",
@@ -141,6 +147,9 @@ metrics! {
         "sequence_tracker_entries", "Instruments the sequence tracker remembers";
     sequence_tracker_evictions: Counter =
         "sequence_tracker_evictions", "Instruments forgotten by the sequence tracker's LRU";
+    offset_discontinuities: Family<KindLabels, Counter> =
+        "offset_discontinuities",
+        "Partitions not read on from where their table said: deleted (start below the log's first offset: retention deleted records K2 never read), beyond_end (start past the log's end: topic recreated), skipped (first record read past the start: aborted transactions or control records)";
     storage_retries: Counter =
         "storage_retries", "Retries of failed catalog or storage operations";
 }
@@ -165,6 +174,12 @@ impl Metrics {
                 exchange: t.exchange,
                 kind: kind.to_string(),
             })
+            .inc();
+    }
+
+    pub fn offset_discontinuity(&self, kind: &str) {
+        self.offset_discontinuities
+            .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
     }
 

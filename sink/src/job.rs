@@ -82,6 +82,11 @@ pub struct PartitionState {
     /// Next offset the poll loop accepts; anything below was prefetched before a
     /// re-seek and is skipped (`None`: accept whatever comes first).
     pub next_offset: Option<i64>,
+    /// Paused until it is known where the partition starts; whatever it yields before
+    /// is dropped.
+    pub resuming: bool,
+    /// The offset the first record read after the start should have, until it is read.
+    pub expected_first: Option<i64>,
 }
 
 /// A batch without the lineage columns every K2 row carries: filtering it could only drop

@@ -1,7 +1,7 @@
 //! k2-sink: Kafka exchange topics into day-partitioned Iceberg tables, exactly once.
 //!
 //! Data flows one way through stages, each a type with its own state:
-//! consume ([`consumer`]) → decode ([`decoding`], over [`decoder`]) → validate
+//! consume ([`consumer`], starting each partition where [`resume`] finds) → decode ([`decoding`], over [`decoder`]) → validate
 //! ([`validation`]) → check sequences ([`sequence_check`], over [`sequence`]) → buffer
 //! ([`buffer`]) → write ([`writer`]) → commit ([`commit`]: offsets in the table's own
 //! history, [`offsets`], through [`pinned_catalog`]) → acknowledge (the loop in [`ingest`]
@@ -20,6 +20,7 @@ pub mod instrumentation;
 pub mod job;
 pub mod offsets;
 pub mod pinned_catalog;
+pub mod resume;
 pub mod sequence;
 pub mod sequence_check;
 pub mod stages;

@@ -198,14 +198,53 @@ impl SequenceCheck {
         self.tracker.forget_partitions(&set);
     }
 
-    /// Learns the last committed sequence number of the instruments of newly assigned
-    /// partitions (after forgetting what was known of them). Failing that (catalog down)
-    /// the instruments start as `first_seen`; ingestion goes on.
-    pub async fn warm_up(&mut self, catalog: &dyn Catalog, assigned: &[TopicPartition]) {
+    /// How far back from a table's last commit the warm-up reads.
+    pub fn warmup_window(&self) -> Duration {
+        self.warmup_window
+    }
+
+    /// Forgets what was known of the instruments of `partitions` and seeds them with the
+    /// last committed sequence numbers in `warm_up` (read by [`WarmUp::load`] off the
+    /// poll thread), so a gap spanning a restart, a hand-over or a re-seek is still seen.
+    pub fn apply_warm_up(&mut self, partitions: &[TopicPartition], warm_up: WarmUp) {
+        self.forget(partitions);
+        let mut seeded = 0;
+        for (data_type, rows) in warm_up.rows {
+            for (ex, symbol, seq, ts, partition) in rows {
+                let (key, day) = self.instruments.key(data_type, &ex, &symbol, ts);
+                self.tracker.seed(key, seq, day, partition);
+                seeded += 1;
+            }
+        }
+        self.metrics
+            .sequence_tracker_entries
+            .set(self.tracker.len() as i64);
+        tracing::debug!(instruments = seeded, "sequence tracker warmed up");
+    }
+}
+
+/// The last committed sequence number of the instruments of some partitions, read from
+/// their tables.
+#[derive(Debug, Default)]
+pub struct WarmUp {
+    rows: Vec<(DataType, Vec<LastCommitted>)>,
+}
+
+/// (exchange, symbol, sequence number, exchange timestamp, partition)
+type LastCommitted = (String, String, i64, i64, i32);
+
+impl WarmUp {
+    /// Reads the last committed rows of `partitions` within `window` of each table's last
+    /// commit. Failing that (catalog down) the instruments start as `first_seen`: the
+    /// check never holds ingestion back.
+    pub async fn load(
+        catalog: &dyn Catalog,
+        window: Duration,
+        partitions: &[TopicPartition],
+    ) -> Self {
         let started = Instant::now();
-        self.forget(assigned);
         let mut by_type: BTreeMap<DataType, HashSet<TopicPartition>> = BTreeMap::new();
-        for tp in assigned {
+        for tp in partitions {
             if let Ok(topic) = tp.topic.parse::<TopicName>()
                 && topic.data_type().describe().sequenced
             {
@@ -215,30 +254,25 @@ impl SequenceCheck {
                     .insert(tp.clone());
             }
         }
-        let mut seeded = 0;
+        let mut out = WarmUp::default();
         for (data_type, partitions) in by_type {
             let rows = async {
                 let table = catalog.load_table(&table_ident(data_type)).await?;
-                last_committed(&table, &partitions, self.warmup_window).await
+                last_committed(&table, &partitions, window).await
             };
             match rows.await {
-                Ok(rows) => {
-                    for (ex, symbol, seq, ts, partition) in rows {
-                        let (key, day) = self.instruments.key(data_type, &ex, &symbol, ts);
-                        self.tracker.seed(key, seq, day, partition);
-                        seeded += 1;
-                    }
-                }
+                Ok(rows) => out.rows.push((data_type, rows)),
                 Err(e) => {
                     tracing::warn!(table = data_type.table_name(), error = %e, "sequence warm-up failed; instruments start as first_seen")
                 }
             }
         }
         tracing::info!(
-            instruments = seeded,
+            instruments = out.rows.iter().map(|(_, r)| r.len()).sum::<usize>(),
             seconds = started.elapsed().as_secs_f64(),
-            "sequence tracker warmed up from the tables"
+            "read the sequence warm-up from the tables"
         );
+        out
     }
 }
 
