@@ -36,6 +36,9 @@ pub struct Description {
     pub positive: &'static [&'static str],
     /// Columns that must be ≥ 0 where present.
     pub non_negative: &'static [&'static str],
+    /// Its topic is compacted by key (the symbol): a record without a value is a
+    /// tombstone, the producer withdrawing the key's state, not a bad record.
+    pub compacted: bool,
 }
 
 const TRADES: Description = Description {
@@ -45,6 +48,7 @@ const TRADES: Description = Description {
     sequenced: true,
     positive: &["price"],
     non_negative: &["quantity"],
+    compacted: false,
 };
 
 const QUOTES: Description = Description {
@@ -54,6 +58,7 @@ const QUOTES: Description = Description {
     sequenced: true,
     positive: &["bid_price", "ask_price"],
     non_negative: &["bid_size", "ask_size"],
+    compacted: false,
 };
 
 /// Reference data is a compacted topic of per-instrument state, not a time series: one
@@ -65,6 +70,7 @@ const REFERENCE_DATA: Description = Description {
     sequenced: false,
     positive: &["tick_size"],
     non_negative: &["lot_size"],
+    compacted: true,
 };
 
 /// The sink's own table of sequence anomalies (gaps, duplicates, regressions), committed in

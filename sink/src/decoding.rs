@@ -57,6 +57,9 @@ pub enum Pushed {
     Accepted,
     /// Not decodable: goes to the dead-letter topic.
     Rejected(Box<Rejected>),
+    /// A record without a value on a compacted topic: a tombstone. Nothing to write (the
+    /// table keeps the key's history); counted, and its offset is handled like any other.
+    Tombstone,
 }
 
 enum DecoderSlot {
@@ -133,6 +136,9 @@ impl Decoding {
         has_value: bool,
         out: &mut Vec<Decoded>,
     ) -> Result<Pushed, DecodingError> {
+        if !has_value && data_type.describe().compacted {
+            return Ok(Pushed::Tombstone);
+        }
         let reject = |kind: DecodeErrorKind, message: String| {
             Ok(Pushed::Rejected(Box::new(Rejected::raw(
                 rec,

@@ -87,6 +87,7 @@ struct TopicInfo {
     name: Arc<str>,
     data_type: DataType,
     consumed: Counter,
+    tombstones: Counter,
 }
 
 /// The poll loop and the stages it drives.
@@ -188,6 +189,10 @@ impl Sink {
                     data_type: t.data_type(),
                     consumed: metrics
                         .records_consumed
+                        .get_or_create(&Metrics::topic_labels(&name))
+                        .clone(),
+                    tombstones: metrics
+                        .tombstones
                         .get_or_create(&Metrics::topic_labels(&name))
                         .clone(),
                 };
@@ -372,8 +377,12 @@ impl Sink {
             key: m.key(),
             value: value.unwrap_or_default(),
         };
-        self.stages
+        let kept = self
+            .stages
             .push(info.data_type, &rec, value.is_some(), &mut self.rejected)?;
+        if !kept {
+            info.tombstones.inc();
+        }
         self.send_rejected();
         Ok(())
     }

@@ -110,6 +110,9 @@ metrics! {
         "records_written", "Records committed to Iceberg";
     dead_letters: Family<DeadLetterLabels, Counter> =
         "dead_letters", "Records sent to the dead-letter topic";
+    tombstones: Family<TopicLabels, Counter> =
+        "tombstones",
+        "Records without a value on compacted topics (reference data withdrawn for a symbol): handled, not written";
     dead_letters_truncated: Counter =
         "dead_letters_truncated",
         "Dead letters sent without their value because the full one could never be delivered (too large, invalid)";

@@ -48,23 +48,26 @@ impl Stages {
     /// One record of `data_type` into the stages (`has_value` is false for a record without
     /// a value). Records rejected on the way, this one or earlier ones whose batch
     /// completed now, are appended to `rejected`.
+    /// Returns false for a tombstone (see [`Pushed::Tombstone`]).
     pub fn push(
         &mut self,
         data_type: DataType,
         rec: &RawRecord<'_>,
         has_value: bool,
         rejected: &mut Vec<Rejected>,
-    ) -> Result<(), StageError> {
-        if let Pushed::Rejected(r) =
-            self.decoding
-                .push(data_type, rec, has_value, &mut self.decoded)?
+    ) -> Result<bool, StageError> {
+        match self
+            .decoding
+            .push(data_type, rec, has_value, &mut self.decoded)?
         {
-            rejected.push(*r);
+            Pushed::Accepted => {}
+            Pushed::Rejected(r) => rejected.push(*r),
+            Pushed::Tombstone => return Ok(false),
         }
         if !self.decoded.is_empty() {
             self.drain(rejected)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Every row still in a decoder into the buffer (before sealing, a re-seek or a revoke).
@@ -192,6 +195,14 @@ mod tests {
 
     /// Pushes `values` as offsets 0.. of partition 0, then flushes; returns the rejects.
     fn push_all(stages: &mut Stages, values: &[Option<Vec<u8>>]) -> Vec<Rejected> {
+        push_all_as(stages, DataType::Trades, values)
+    }
+
+    fn push_all_as(
+        stages: &mut Stages,
+        data_type: DataType,
+        values: &[Option<Vec<u8>>],
+    ) -> Vec<Rejected> {
         let topic: Arc<str> = Arc::from(TOPIC);
         let tp = TopicPartition::new(TOPIC, 0);
         let mut rejected = Vec::new();
@@ -206,7 +217,7 @@ mod tests {
             };
             stages.buffer.handled(&tp, offset as i64, rec.value.len());
             stages
-                .push(DataType::Trades, &rec, value.is_some(), &mut rejected)
+                .push(data_type, &rec, value.is_some(), &mut rejected)
                 .unwrap();
         }
         stages.flush(&mut rejected).unwrap();
@@ -249,6 +260,22 @@ mod tests {
         assert_eq!(job.tables.len(), 1);
         let range = &job.tables[0].partitions[&TopicPartition::new(TOPIC, 0)];
         assert_eq!((range.first_offset, range.end), (0, 7));
+    }
+
+    #[test]
+    fn a_tombstone_on_the_compacted_reference_topic_is_handled_not_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut stages = stages(dir.path(), &rt);
+        let rejected = push_all_as(&mut stages, DataType::ReferenceData, &[None, None]);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(stages.buffer.records(), 0);
+        // Both offsets are handled: the next job records them.
+        let job = stages
+            .buffer
+            .seal(|_| DataType::ReferenceData, &mut PartitionMap::default());
+        let range = &job.tables[0].partitions[&TopicPartition::new(TOPIC, 0)];
+        assert_eq!((range.first_offset, range.end), (0, 2));
     }
 
     #[test]
