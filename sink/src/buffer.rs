@@ -181,3 +181,108 @@ impl Buffer {
         job
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytesize::ByteSize;
+
+    use super::*;
+    use crate::job::tests::batch;
+
+    fn tp(topic: &str, p: i32) -> TopicPartition {
+        TopicPartition::new(topic, p)
+    }
+
+    /// Offsets `range` of `tp` handled (10 bytes each) and added as rows of trades.
+    fn fill(buffer: &mut Buffer, t: &str, p: i32, range: std::ops::Range<i64>) {
+        for o in range.clone() {
+            buffer.handled(&tp(t, p), o, 10);
+        }
+        let rows: Vec<(&str, i32, i64)> = range.map(|o| (t, p, o)).collect();
+        buffer.add(DataType::Trades, batch(&rows));
+    }
+
+    #[test]
+    fn seal_records_each_partition_range_and_advances_the_expectation() {
+        let mut buffer = Buffer::default();
+        fill(&mut buffer, "a", 0, 5..8);
+        fill(&mut buffer, "a", 1, 0..2);
+        // A dead-lettered record: handled, no row.
+        buffer.handled(&tp("a", 1), 2, 10);
+        let mut state = PartitionMap::default();
+        state.insert(
+            tp("a", 0),
+            PartitionState {
+                expected_recorded: Some(5),
+                epoch: 3,
+                ..Default::default()
+            },
+        );
+        let job = buffer.seal(|_| DataType::Trades, &mut state);
+        assert_eq!(job.records, 5);
+        let ranges = &job.tables[0].partitions;
+        let a0 = &ranges[&tp("a", 0)];
+        assert_eq!(
+            (a0.expected_recorded, a0.first_offset, a0.end, a0.epoch),
+            (Some(5), 5, 8, 3)
+        );
+        let a1 = &ranges[&tp("a", 1)];
+        assert_eq!(
+            (a1.expected_recorded, a1.first_offset, a1.end),
+            (None, 0, 3)
+        );
+        assert_eq!(state[&tp("a", 0)].expected_recorded, Some(8));
+        assert_eq!(state[&tp("a", 1)].expected_recorded, Some(3));
+        assert!(!buffer.has_progress());
+        assert_eq!(
+            (buffer.records(), buffer.bytes(), buffer.handled_records()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn dropping_partitions_removes_their_rows_and_progress_only() {
+        let mut buffer = Buffer::default();
+        fill(&mut buffer, "a", 0, 0..4);
+        fill(&mut buffer, "a", 1, 0..4);
+        buffer
+            .drop_partitions(&HashSet::from([tp("a", 1)]))
+            .unwrap();
+        assert_eq!(buffer.records(), 4);
+        assert_eq!(buffer.handled_records(), 4);
+        let job = buffer.seal(|_| DataType::Trades, &mut PartitionMap::default());
+        assert_eq!(
+            job.tables[0].partitions.keys().collect::<Vec<_>>(),
+            [&tp("a", 0)]
+        );
+        fill(&mut buffer, "a", 0, 4..6);
+        buffer
+            .drop_partitions(&HashSet::from([tp("a", 0)]))
+            .unwrap();
+        assert!(!buffer.has_progress());
+        assert_eq!((buffer.records(), buffer.bytes()), (0, 0));
+        assert_eq!(buffer.due(&CommitPolicy::default()), None);
+    }
+
+    #[test]
+    fn due_by_records_handled_then_bytes_then_age() {
+        let policy = |records, bytes, interval| CommitPolicy {
+            max_records: records,
+            max_bytes: ByteSize::b(bytes),
+            interval,
+        };
+        let mut buffer = Buffer::default();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(buffer.due(&policy(1, 1, Duration::ZERO)), None, "empty");
+        fill(&mut buffer, "a", 0, 0..3);
+        assert_eq!(buffer.due(&policy(3, 1, hour)), Some(SealReason::Records));
+        assert_eq!(buffer.due(&policy(4, 30, hour)), Some(SealReason::Bytes));
+        assert_eq!(
+            buffer.due(&policy(4, 31, Duration::ZERO)),
+            Some(SealReason::Age)
+        );
+        assert_eq!(buffer.due(&policy(4, 31, hour)), None);
+    }
+}

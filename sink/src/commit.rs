@@ -519,3 +519,196 @@ pub(crate) fn is_fatal(e: &iceberg::Error) -> bool {
             | ErrorKind::NamespaceNotFound
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The protocol's hard paths, made to happen on purpose over a real SQLite catalog: a
+    //! commit applied whose acknowledgement is lost, a competing commit landing between the
+    //! offset check and the commit, and two committers racing over the same range.
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use iceberg::TableCommit;
+
+    use super::*;
+    use crate::offsets::PartitionMap;
+    use crate::pinned_catalog::wrapping_catalog;
+    use crate::stages::test_support::{TOPIC, catalog, push_from, stages, trade};
+
+    /// The real catalog, with one fault injected into the next commit.
+    struct Faulty {
+        inner: Arc<dyn Catalog>,
+        /// Apply the next commit, then answer as if the connection dropped.
+        lose_ack: AtomicBool,
+        /// Right after the next table load, let this competitor commit its job: the loaded
+        /// table is then stale by one snapshot.
+        competitor: Mutex<Option<(Committer, CommitJob)>>,
+    }
+
+    impl std::fmt::Debug for Faulty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Faulty")
+        }
+    }
+
+    wrapping_catalog!(Faulty {
+        async fn load_table(&self, table: &iceberg::TableIdent) -> iceberg::Result<Table> {
+            let loaded = self.inner.load_table(table).await?;
+            let competitor = self.competitor.lock().unwrap().take();
+            if let Some((committer, job)) = competitor {
+                committer.commit_tables(99, job).await.unwrap();
+            }
+            Ok(loaded)
+        }
+
+        async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+            let table = self.inner.update_table(commit).await?;
+            if self.lose_ack.swap(false, Ordering::SeqCst) {
+                return Err(iceberg::Error::new(
+                    ErrorKind::Unexpected,
+                    "connection reset after the catalog applied the commit",
+                ));
+            }
+            Ok(table)
+        }
+    });
+
+    fn faulty(inner: Arc<dyn Catalog>) -> Arc<Faulty> {
+        Arc::new(Faulty {
+            inner,
+            lose_ack: AtomicBool::new(false),
+            competitor: Mutex::new(None),
+        })
+    }
+
+    fn committer(catalog: Arc<dyn Catalog>, writer: &str) -> Committer {
+        Committer::new(catalog, "group", writer, Metrics::new())
+    }
+
+    /// A job of `n` trades at offsets `first`.. of partition 0, expecting the table to have
+    /// recorded `first` (`None` for 0: nothing yet).
+    fn job(
+        catalog: &Arc<dyn Catalog>,
+        rt: &tokio::runtime::Runtime,
+        first: i64,
+        n: i64,
+    ) -> CommitJob {
+        let mut stages = stages(catalog.clone(), rt);
+        let values: Vec<Option<Vec<u8>>> = (first..first + n)
+            .map(|seq| Some(trade("BHP", seq + 1, 40)))
+            .collect();
+        assert!(push_from(&mut stages, DataType::Trades, first, &values).is_empty());
+        let mut partitions = PartitionMap::default();
+        if first > 0 {
+            partitions.insert(
+                TopicPartition::new(TOPIC, 0),
+                crate::job::PartitionState {
+                    expected_recorded: Some(first),
+                    ..Default::default()
+                },
+            );
+        }
+        stages.buffer.seal(|_| DataType::Trades, &mut partitions)
+    }
+
+    /// (data snapshots, total records, recorded offset of partition 0) of the trades table.
+    fn table_state(
+        catalog: &Arc<dyn Catalog>,
+        rt: &tokio::runtime::Runtime,
+    ) -> (usize, i64, Option<i64>) {
+        let table = rt
+            .block_on(catalog.load_table(&table_ident(DataType::Trades)))
+            .unwrap();
+        let m = table.metadata();
+        let total = m.current_snapshot().map_or(0, |s| {
+            s.summary().additional_properties["total-records"]
+                .parse()
+                .unwrap()
+        });
+        let recorded = TableOffsets::from_metadata(m)
+            .unwrap()
+            .get(&TopicPartition::new(TOPIC, 0));
+        (m.snapshots().count(), total, recorded)
+    }
+
+    fn outcome(tables: &[TableOutcome]) -> &RangeOutcome {
+        &tables[0].partitions[0].2
+    }
+
+    #[test]
+    fn a_commit_whose_acknowledgement_was_lost_is_recognised_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let real = catalog(dir.path(), &rt);
+        let wrapped = faulty(real.clone());
+        wrapped.lose_ack.store(true, Ordering::SeqCst);
+        let tables = rt
+            .block_on(committer(wrapped.clone(), "a").commit_tables(1, job(&real, &rt, 0, 6)))
+            .unwrap();
+        assert!(!wrapped.lose_ack.load(Ordering::SeqCst), "the fault fired");
+        assert_eq!(outcome(&tables), &RangeOutcome::Committed);
+        assert_eq!(
+            table_state(&real, &rt),
+            (1, 6, Some(6)),
+            "one snapshot, six rows"
+        );
+        // The next job follows on from the landed one.
+        let tables = rt
+            .block_on(committer(wrapped, "a").commit_tables(2, job(&real, &rt, 6, 4)))
+            .unwrap();
+        assert_eq!(outcome(&tables), &RangeOutcome::Committed);
+        assert_eq!(table_state(&real, &rt), (2, 10, Some(10)));
+    }
+
+    #[test]
+    fn a_competing_commit_between_check_and_commit_fences_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let real = catalog(dir.path(), &rt);
+        let wrapped = faulty(real.clone());
+        // Another writer commits offsets 0..4 right after this committer loaded the table
+        // to check its offsets (nothing recorded). Unpinned, iceberg-rust would reload and
+        // re-apply the append on top of it: ten rows, four of them twice.
+        *wrapped.competitor.lock().unwrap() =
+            Some((committer(real.clone(), "b"), job(&real, &rt, 0, 4)));
+        let tables = rt
+            .block_on(committer(wrapped.clone(), "a").commit_tables(1, job(&real, &rt, 0, 6)))
+            .unwrap();
+        assert!(
+            wrapped.competitor.lock().unwrap().is_none(),
+            "the competitor ran"
+        );
+        assert_eq!(
+            outcome(&tables),
+            &RangeOutcome::Fenced { recorded: Some(4) }
+        );
+        assert_eq!(tables[0].records, 0);
+        assert_eq!(
+            table_state(&real, &rt),
+            (1, 4, Some(4)),
+            "only the competitor's rows"
+        );
+    }
+
+    #[test]
+    fn two_committers_over_the_same_range_land_it_once_and_the_other_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let real = catalog(dir.path(), &rt);
+        let (a, b) = (committer(real.clone(), "a"), committer(real.clone(), "b"));
+        let (ja, jb) = (job(&real, &rt, 0, 6), job(&real, &rt, 0, 6));
+        let (ra, rb) =
+            rt.block_on(async { tokio::join!(a.commit_tables(1, ja), b.commit_tables(1, jb)) });
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let mut outcomes = [outcome(&ra).clone(), outcome(&rb).clone()];
+        outcomes.sort_by_key(|o| matches!(o, RangeOutcome::Fenced { .. }));
+        assert_eq!(
+            outcomes,
+            [
+                RangeOutcome::Committed,
+                RangeOutcome::Fenced { recorded: Some(6) }
+            ]
+        );
+        assert_eq!(table_state(&real, &rt), (1, 6, Some(6)));
+    }
+}

@@ -347,3 +347,69 @@ fn added_fields(reader: &str, writer: &str) -> Vec<String> {
         .filter(|n| !known.contains(n))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k2_common::schema::BuiltinSchema;
+
+    use super::*;
+    use crate::stages::test_support::{TOPIC, catalog, trade};
+
+    fn record<'a>(topic: &Arc<str>, offset: i64, value: &'a [u8]) -> RawRecord<'a> {
+        RawRecord {
+            topic: topic.clone(),
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: Some(b"BHP"),
+            value,
+        }
+    }
+
+    #[test]
+    fn rows_leave_in_batches_per_writer_schema_and_bad_records_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let trade_schema = BuiltinSchema::for_data_type(DataType::Trades);
+        let layout = TableLayout::new(DataType::Trades, &trade_schema.parse()).unwrap();
+        let mut decoding = Decoding::new(
+            SchemaSource::Local(BTreeMap::from([(1, trade_schema.text.to_string())])),
+            catalog(dir.path(), &rt),
+            rt.handle().clone(),
+        )
+        .with_batch_rows(2);
+        decoding.add_table(DataType::Trades, layout, trade_schema.text);
+        let topic: Arc<str> = Arc::from(TOPIC);
+        let mut out = Vec::new();
+        let good = trade("BHP", 1, 40);
+        let push = |d: &mut Decoding, offset, value: &[u8], out: &mut Vec<Decoded>| {
+            d.push(DataType::Trades, &record(&topic, offset, value), true, out)
+                .unwrap()
+        };
+        assert!(matches!(
+            push(&mut decoding, 0, &good, &mut out),
+            Pushed::Accepted
+        ));
+        assert!(out.is_empty(), "one row waits for its batch");
+        let Pushed::Rejected(r) = push(&mut decoding, 1, &[0, 0, 0], &mut out) else {
+            panic!("a truncated header is rejected at once");
+        };
+        assert_eq!((r.source.offset, r.kind), (1, "bad_magic_byte"));
+        push(&mut decoding, 2, &good, &mut out);
+        assert_eq!(out.len(), 1, "two rows make a batch");
+        assert_eq!(out[0].rows.as_ref().unwrap().batch.num_rows(), 2);
+        push(&mut decoding, 3, &good, &mut out);
+        decoding.flush(&mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].rows.as_ref().unwrap().batch.num_rows(), 1);
+        // A trades topic without a value is poison, not a tombstone.
+        assert!(matches!(
+            decoding
+                .push(DataType::Trades, &record(&topic, 4, &[]), false, &mut out)
+                .unwrap(),
+            Pushed::Rejected(r) if r.kind == "missing_value"
+        ));
+    }
+}

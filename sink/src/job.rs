@@ -218,7 +218,7 @@ fn keep_rows(batch: &RecordBatch, keep: Vec<bool>) -> Result<Option<RecordBatch>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use arrow_array::ArrayRef;
@@ -226,7 +226,8 @@ mod tests {
 
     use super::*;
 
-    fn batch(rows: &[(&str, i32, i64)]) -> RecordBatch {
+    /// A batch of just the lineage columns.
+    pub(crate) fn batch(rows: &[(&str, i32, i64)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new(KAFKA_TOPIC, ArrowType::Utf8, false),
             Field::new(KAFKA_PARTITION, ArrowType::Int32, false),

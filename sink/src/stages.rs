@@ -100,14 +100,15 @@ impl Stages {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
+    //! Stages over a real SQLite catalog in a temporary directory, for the unit tests of
+    //! this stage and of the committer.
     use std::collections::BTreeMap;
     use std::num::NonZeroUsize;
     use std::sync::Arc;
     use std::time::Duration;
 
-    use arrow::array::AsArray;
-    use arrow::datatypes::Int64Type;
+    use iceberg::Catalog;
     use k2_common::K2Config;
     use k2_common::records::{Dec8, Envelope, Trade, WireEncoder};
     use k2_common::schema::BuiltinSchema;
@@ -115,16 +116,15 @@ mod tests {
     use super::*;
     use crate::decoder::SchemaSource;
     use crate::instrumentation::Metrics;
-    use crate::job::PartitionState;
-    use crate::offsets::{PartitionMap, TopicPartition};
+    use crate::offsets::TopicPartition;
     use crate::sequence_check::SequenceCheckConfig;
     use crate::table::{TableLayout, ensure_table};
 
-    const TOPIC: &str = "market.equities.trades.asx";
+    pub(crate) const TOPIC: &str = "market.equities.trades.asx";
 
-    /// The stages over a SQLite catalog and a warehouse in `dir`, trades only, writer
-    /// schema id 1 = the shipped trade schema.
-    fn stages(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Stages {
+    /// A SQLite catalog and a warehouse in `dir`, with the trades and sequence events
+    /// tables.
+    pub(crate) fn catalog(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<dyn Catalog> {
         let topics = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/topics.yaml");
         std::fs::write(
             dir.join("k2.toml"),
@@ -140,6 +140,19 @@ mod tests {
         let layout = TableLayout::new(DataType::Trades, &trade.parse()).unwrap();
         rt.block_on(ensure_table(catalog.as_ref(), &layout))
             .unwrap();
+        rt.block_on(ensure_table(
+            catalog.as_ref(),
+            &TableLayout::sequence_events().unwrap(),
+        ))
+        .unwrap();
+        catalog
+    }
+
+    /// The stages over `catalog`, trades only, writer schema id 1 = the shipped trade
+    /// schema.
+    pub(crate) fn stages(catalog: Arc<dyn Catalog>, rt: &tokio::runtime::Runtime) -> Stages {
+        let trade = BuiltinSchema::for_data_type(DataType::Trades);
+        let layout = TableLayout::new(DataType::Trades, &trade.parse()).unwrap();
         let events = TableLayout::sequence_events().unwrap();
         let mut decoding = Decoding::new(
             SchemaSource::Local(BTreeMap::from([(1, trade.text.to_string())])),
@@ -166,9 +179,19 @@ mod tests {
         )
     }
 
-    fn trade(symbol: &str, seq: i64, price: i64) -> Vec<u8> {
+    pub(crate) fn trade(symbol: &str, seq: i64, price: i64) -> Vec<u8> {
+        trade_with(symbol, seq, price, |_| {})
+    }
+
+    /// A trade as [`trade`] makes it, changed by `edit` before encoding.
+    pub(crate) fn trade_with(
+        symbol: &str,
+        seq: i64,
+        price: i64,
+        edit: impl FnOnce(&mut Trade),
+    ) -> Vec<u8> {
         let now = chrono::Utc::now().timestamp_micros();
-        let t = Trade {
+        let mut t = Trade {
             envelope: Envelope {
                 symbol: symbol.into(),
                 company_id: None,
@@ -188,34 +211,46 @@ mod tests {
             qualifiers: None,
             venue: None,
         };
+        edit(&mut t);
         WireEncoder::new(DataType::Trades, 1)
             .encode(t.to_avro())
             .unwrap()
     }
 
     /// Pushes `values` as offsets 0.. of partition 0, then flushes; returns the rejects.
-    fn push_all(stages: &mut Stages, values: &[Option<Vec<u8>>]) -> Vec<Rejected> {
+    pub(crate) fn push_all(stages: &mut Stages, values: &[Option<Vec<u8>>]) -> Vec<Rejected> {
         push_all_as(stages, DataType::Trades, values)
     }
 
-    fn push_all_as(
+    pub(crate) fn push_all_as(
         stages: &mut Stages,
         data_type: DataType,
+        values: &[Option<Vec<u8>>],
+    ) -> Vec<Rejected> {
+        push_from(stages, data_type, 0, values)
+    }
+
+    /// Pushes `values` as offsets `first`.. of partition 0, then flushes.
+    pub(crate) fn push_from(
+        stages: &mut Stages,
+        data_type: DataType,
+        first: i64,
         values: &[Option<Vec<u8>>],
     ) -> Vec<Rejected> {
         let topic: Arc<str> = Arc::from(TOPIC);
         let tp = TopicPartition::new(TOPIC, 0);
         let mut rejected = Vec::new();
-        for (offset, value) in values.iter().enumerate() {
+        for (i, value) in values.iter().enumerate() {
+            let offset = first + i as i64;
             let rec = RawRecord {
                 topic: topic.clone(),
                 partition: 0,
-                offset: offset as i64,
+                offset,
                 timestamp_ms: None,
                 key: Some(b"BHP"),
                 value: value.as_deref().unwrap_or_default(),
             };
-            stages.buffer.handled(&tp, offset as i64, rec.value.len());
+            stages.buffer.handled(&tp, offset, rec.value.len());
             stages
                 .push(data_type, &rec, value.is_some(), &mut rejected)
                 .unwrap();
@@ -223,12 +258,23 @@ mod tests {
         stages.flush(&mut rejected).unwrap();
         rejected
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+
+    use super::test_support::*;
+    use super::*;
+    use crate::job::PartitionState;
+    use crate::offsets::{PartitionMap, TopicPartition};
 
     #[test]
     fn good_rows_reach_the_buffer_and_bad_ones_come_back_with_their_reason() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let mut stages = stages(dir.path(), &rt);
+        let mut stages = stages(catalog(dir.path(), &rt), &rt);
         let mut unknown_id = trade("BHP", 3, 40);
         unknown_id[1..5].copy_from_slice(&9u32.to_be_bytes());
         let rejected = push_all(
@@ -266,7 +312,7 @@ mod tests {
     fn a_tombstone_on_the_compacted_reference_topic_is_handled_not_dead_lettered() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let mut stages = stages(dir.path(), &rt);
+        let mut stages = stages(catalog(dir.path(), &rt), &rt);
         let rejected = push_all_as(&mut stages, DataType::ReferenceData, &[None, None]);
         assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(stages.buffer.records(), 0);
@@ -282,7 +328,7 @@ mod tests {
     fn a_gap_in_sequence_numbers_becomes_an_event_row_and_never_drops_the_row() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let mut stages = stages(dir.path(), &rt);
+        let mut stages = stages(catalog(dir.path(), &rt), &rt);
         let rejected = push_all(
             &mut stages,
             &[

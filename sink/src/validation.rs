@@ -297,3 +297,49 @@ fn to_table_batch(
     }
     RecordBatch::try_new(layout.arrow_schema.clone(), columns)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::stages::test_support::{catalog, push_all, stages, trade_with};
+
+    fn kinds(values: Vec<Vec<u8>>) -> Vec<(i64, &'static str)> {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut stages = stages(catalog(dir.path(), &rt), &rt);
+        let values: Vec<Option<Vec<u8>>> = values.into_iter().map(Some).collect();
+        let mut out: Vec<_> = push_all(&mut stages, &values)
+            .iter()
+            .map(|r| (r.source.offset, r.kind))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn each_rule_rejects_only_its_rows() {
+        let hour = 3_600_000_000;
+        let rejected = kinds(vec![
+            trade_with("BHP", 1, 40, |_| {}),
+            trade_with("BHP", 2, 40, |t| t.envelope.exchange_timestamp += hour),
+            trade_with("BHP", 3, 40, |t| t.envelope.exchange_timestamp = -1),
+            trade_with("BHP", 4, 40, |t| t.envelope.exchange = "chix".into()),
+            trade_with("BHP", 5, 40, |t| t.envelope.asset_class = "crypto".into()),
+            trade_with("BHP", 6, -1, |_| {}),
+            trade_with("BHP", 7, 40, |t| {
+                t.quantity = k2_common::records::Dec8::new(-5, 0)
+            }),
+            trade_with("", 8, 40, |t| t.envelope.symbol = String::new()),
+            trade_with("BHP", 9, 40, |_| {}),
+        ]);
+        let expected = [
+            (1, "timestamp_out_of_range"),
+            (2, "timestamp_out_of_range"),
+            (3, "exchange_mismatch"),
+            (4, "asset_class_mismatch"),
+            (5, "invalid_price"),
+            (6, "invalid_size"),
+            (7, "empty_symbol"),
+        ];
+        assert_eq!(rejected, expected);
+    }
+}
