@@ -511,6 +511,48 @@ fn a_poison_record_too_large_to_dead_letter_is_sent_truncated() {
     assert!(l.value.is_none());
 }
 
+/// Hardening 4: records deleted by retention before the sink read them (the sink was down
+/// past `retention.ms`) are reported, not silently skipped: the restart finds its start
+/// offset below the partition's first retained one, logs it as an error and counts it;
+/// then it reads on from what is left.
+#[test]
+fn records_deleted_before_the_sink_read_them_are_reported() {
+    let env = TestEnv::ready(1, 1, "500ms");
+    let rt = k2_tests::runtime();
+    let topic = env.topic(&env.asx, "trades");
+    let batch = |from: i64| -> Vec<Raw> {
+        (from..from + 100)
+            .map(|seq| feed::trade_record(&topic, &feed::trade(&env.asx, "equities", "BHP", seq)))
+            .collect()
+    };
+    let mut expected: BTreeSet<Key> = produce(&rt, &Feed::new(), &batch(1)).into_iter().collect();
+    env.sink_once(&[], Duration::from_secs(120));
+    let later = produce(&rt, &Feed::new(), &batch(101));
+    // Retention deletes the first 50 of the records the sink has not read yet.
+    let (_, partition, first_unread) = later[0].clone();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(
+        &topic,
+        partition,
+        rdkafka::Offset::Offset(first_unread + 50),
+    )
+    .unwrap();
+    rt.block_on(k2_tests::admin().delete_records(&tpl, &rdkafka::admin::AdminOptions::new()))
+        .expect("delete records");
+    expected.extend(later.into_iter().skip(50));
+
+    let log = "after-retention.log";
+    let mut child = env.spawn("k2-sink", &["--once"], log);
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    let text = env.log(log);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("ERROR") && text.contains("Deleted { low:"),
+        "the deletion is reported:\n{text}"
+    );
+    assert_exactly_once(&rt_scan(&env, "trades"), &expected, "after retention");
+}
+
 fn crash_env() -> TestEnv {
     crash_env_with(GroupProtocol::Classic)
 }
