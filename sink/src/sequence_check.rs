@@ -234,6 +234,13 @@ pub struct WarmUp {
 type LastCommitted = (String, String, i64, i64, i32);
 
 impl WarmUp {
+    #[cfg(test)]
+    pub(crate) fn from_rows(data_type: DataType, rows: Vec<LastCommitted>) -> Self {
+        WarmUp {
+            rows: vec![(data_type, rows)],
+        }
+    }
+
     /// Reads the last committed rows of `partitions` within `window` of each table's last
     /// commit. Failing that (catalog down) the instruments start as `first_seen`: the
     /// check never holds ingestion back.

@@ -325,6 +325,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reread_partition_warmed_up_again_still_reports_a_gap_across_the_reread() {
+        use crate::sequence_check::WarmUp;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut stages = stages(catalog(dir.path(), &rt), &rt);
+        push_all(
+            &mut stages,
+            &[Some(trade("BHP", 1, 40)), Some(trade("BHP", 2, 40))],
+        );
+        let tp = TopicPartition::new(TOPIC, 0);
+        // Fenced: what was known is forgotten; the tables say BHP's last committed is 2.
+        let now = chrono::Utc::now().timestamp_micros();
+        stages.sequence_check.apply_warm_up(
+            std::slice::from_ref(&tp),
+            WarmUp::from_rows(
+                DataType::Trades,
+                vec![("asx".into(), "BHP".into(), 2, now, 0)],
+            ),
+        );
+        push_from(
+            &mut stages,
+            DataType::Trades,
+            2,
+            &[Some(trade("BHP", 5, 40))],
+        );
+        assert_eq!(stages.sequence_check.counts().get("gap"), Some(&1));
+        assert_eq!(stages.sequence_check.counts().get("first_seen"), Some(&1));
+        // Forgotten without a warm-up (the old re-seek), the same record is first_seen.
+        stages.sequence_check.forget([&tp]);
+        push_from(
+            &mut stages,
+            DataType::Trades,
+            3,
+            &[Some(trade("BHP", 9, 40))],
+        );
+        assert_eq!(stages.sequence_check.counts().get("gap"), Some(&1));
+        assert_eq!(stages.sequence_check.counts().get("first_seen"), Some(&2));
+    }
+
+    #[test]
     fn a_gap_in_sequence_numbers_becomes_an_event_row_and_never_drops_the_row() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
