@@ -3,7 +3,7 @@
 //!
 //! The rebalance callback runs on the thread that polls, inside `poll`. On assignment it
 //! reads the offsets recorded in the tables (a catalog read; retried for at most
-//! [`ASSIGN_DEADLINE`], well inside `max.poll.interval.ms`, then the sink stops) and
+//! [`assign_deadline`], well inside `max.poll.interval.ms`, then the sink stops) and
 //! assigns the partitions at those offsets, paused; partitions no table recorded start at
 //! their beginning. What happened is queued as [`RebalanceEvent`]s for the poll loop,
 //! which drains them right after `poll` returns and has [`crate::resume`] do the slow part
@@ -30,8 +30,15 @@ use crate::offsets::{TableOffsets, TopicPartition};
 use crate::resume::{ResumeError, table_offsets};
 
 /// How long the rebalance callback retries reading the tables' offsets before the sink
-/// gives up and stops (librdkafka's `max.poll.interval.ms` defaults to 300 s).
-pub const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
+/// gives up and stops: 60 s, or half of `max.poll.interval.ms` (librdkafka's default is
+/// 300 s) if that is shorter, so the member is never expelled while it waits.
+pub fn assign_deadline(client_properties: &BTreeMap<String, String>) -> Duration {
+    let max_poll = client_properties
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    Duration::from_secs(60).min(Duration::from_millis(max_poll / 2))
+}
 
 /// A partition handed to this sink, paused until it is known where it starts.
 #[derive(Debug, Clone)]
@@ -53,6 +60,7 @@ pub struct SinkContext {
     runtime: tokio::runtime::Handle,
     catalog: Arc<dyn Catalog>,
     metrics: Metrics,
+    assign_deadline: Duration,
     events: Mutex<Vec<RebalanceEvent>>,
 }
 
@@ -61,11 +69,13 @@ impl SinkContext {
         runtime: tokio::runtime::Handle,
         catalog: Arc<dyn Catalog>,
         metrics: Metrics,
+        assign_deadline: Duration,
     ) -> Self {
         SinkContext {
             runtime,
             catalog,
             metrics,
+            assign_deadline,
             events: Mutex::new(Vec::new()),
         }
     }
@@ -139,7 +149,7 @@ impl SinkContext {
     }
 
     /// The offsets recorded in the tables of `data_types`, retried for at most
-    /// [`ASSIGN_DEADLINE`].
+    /// the assignment deadline.
     async fn recorded(
         &self,
         data_types: &BTreeSet<DataType>,
@@ -147,13 +157,13 @@ impl SinkContext {
         let mut out = HashMap::new();
         for &dt in data_types {
             let offsets = tokio::time::timeout(
-                ASSIGN_DEADLINE,
+                self.assign_deadline,
                 table_offsets(self.catalog.as_ref(), dt, &self.metrics),
             )
             .await
             .map_err(|_| ResumeError::Deadline {
                 table: dt.table_name(),
-                deadline: ASSIGN_DEADLINE,
+                deadline: self.assign_deadline,
             })??;
             out.insert(dt, offsets);
         }
@@ -289,4 +299,17 @@ pub fn high_watermarks(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_assignment_deadline_stays_inside_max_poll_interval() {
+        let props = |v: &str| BTreeMap::from([("max.poll.interval.ms".to_string(), v.to_string())]);
+        assert_eq!(assign_deadline(&BTreeMap::new()), Duration::from_secs(60));
+        assert_eq!(assign_deadline(&props("20000")), Duration::from_secs(10));
+        assert_eq!(assign_deadline(&props("900000")), Duration::from_secs(60));
+    }
 }

@@ -77,7 +77,12 @@ impl Sink {
             &config.sink.dead_letter_topic,
             metrics.clone(),
         )?;
-        let context = SinkContext::new(runtime.clone(), catalog.clone(), metrics.clone());
+        let context = SinkContext::new(
+            runtime.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            consumer::assign_deadline(&client_properties),
+        );
         let topic_names: Vec<String> = topics.iter().map(ToString::to_string).collect();
         let consumer = Arc::new(consumer::subscribe(
             consumer::consumer_config(
