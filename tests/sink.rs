@@ -806,13 +806,10 @@ async fn outside_snapshot_then_expire_the_rest(env: &TestEnv, table: &str) {
         iceberg::NamespaceIdent::new("market_data".into()),
         table.into(),
     );
-    let retry = |e: iceberg::Error| {
-        assert_eq!(
-            e.kind(),
-            iceberg::ErrorKind::CatalogCommitConflicts,
-            "{table}: {e}"
-        );
-    };
+    // The running sink commits to the same catalog: a conflict (or a busy database) is
+    // retried with the next attempt; the last error is shown if none succeeds.
+    let last_error = std::cell::RefCell::new(String::new());
+    let retry = |e: iceberg::Error| *last_error.borrow_mut() = format!("{e:#}");
     for _ in 0..100 {
         let t = catalog.load_table(&ident).await.expect("table");
         let tx = Transaction::new(&t);
@@ -849,7 +846,10 @@ async fn outside_snapshot_then_expire_the_rest(env: &TestEnv, table: &str) {
             Err(e) => retry(e),
         }
     }
-    panic!("{table}: could not commit between the sink's commits");
+    panic!(
+        "{table}: could not commit between the sink's commits: {}",
+        last_error.borrow()
+    );
 }
 
 /// Hardening 1: another tool expires K2's snapshots (leaving one of its own on top) while

@@ -188,14 +188,7 @@ impl SequenceCheck {
     /// The instruments of these partitions are about to be read again: forget their state
     /// (one pass over the tracker for the whole set).
     pub fn forget<'a>(&mut self, partitions: impl IntoIterator<Item = &'a TopicPartition>) {
-        let set: HashSet<(String, DataType, i32)> = partitions
-            .into_iter()
-            .filter_map(|tp| {
-                let t = tp.topic.parse::<TopicName>().ok()?;
-                Some((t.exchange().to_string(), t.data_type(), tp.partition))
-            })
-            .collect();
-        self.tracker.forget_partitions(&set);
+        self.tracker.forget_partitions(&partition_keys(partitions));
     }
 
     /// How far back from a table's last commit the warm-up reads.
@@ -207,10 +200,16 @@ impl SequenceCheck {
     /// last committed sequence numbers in `warm_up` (read by [`WarmUp::load`] off the
     /// poll thread), so a gap spanning a restart, a hand-over or a re-seek is still seen.
     pub fn apply_warm_up(&mut self, partitions: &[TopicPartition], warm_up: WarmUp) {
-        self.forget(partitions);
+        let keys = partition_keys(partitions);
+        self.tracker.forget_partitions(&keys);
         let mut seeded = 0;
         for (data_type, rows) in warm_up.rows {
+            // Rows of partitions no longer being started (revoked, or started again since
+            // this warm-up was read) are left out: their instruments are not ours to seed.
             for (ex, symbol, seq, ts, partition) in rows {
+                if !keys.contains(&(ex.clone(), data_type, partition)) {
+                    continue;
+                }
                 let (key, day) = self.instruments.key(data_type, &ex, &symbol, ts);
                 self.tracker.seed(key, seq, day, partition);
                 seeded += 1;
@@ -221,6 +220,19 @@ impl SequenceCheck {
             .set(self.tracker.len() as i64);
         tracing::debug!(instruments = seeded, "sequence tracker warmed up");
     }
+}
+
+/// The tracker's partition keys, (exchange, data type, partition), of `partitions`.
+fn partition_keys<'a>(
+    partitions: impl IntoIterator<Item = &'a TopicPartition>,
+) -> HashSet<(String, DataType, i32)> {
+    partitions
+        .into_iter()
+        .filter_map(|tp| {
+            let t = tp.topic.parse::<TopicName>().ok()?;
+            Some((t.exchange().to_string(), t.data_type(), tp.partition))
+        })
+        .collect()
 }
 
 /// The last committed sequence number of the instruments of some partitions, read from
