@@ -8,7 +8,7 @@ use k2_common::config::GroupProtocol;
 use k2_common::records::{Quote, Trade};
 use k2_tests::feed::{self, ASX_SYMBOLS, CRYPTO_SYMBOLS, Feed, Raw};
 use k2_tests::tables::{self, Scanned};
-use k2_tests::{TestEnv, ensure_services, env_or};
+use k2_tests::{Spawned, TestEnv, ensure_services, env_or};
 
 type Key = (String, i32, i64);
 
@@ -1439,6 +1439,36 @@ fn scrape_gauge(address: &str, name: &str) -> Option<i64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// Holds the SQL catalog's database of `env` exclusively from another process for `secs`
+/// seconds (the catalog is unavailable: every read and commit fails with "database is
+/// locked" after SQLite's busy timeout). Returns once the lock is taken; the process exits
+/// when it lets go.
+fn lock_catalog(env: &TestEnv, secs: u64) -> Spawned {
+    let db = env.dir.path().join("state/catalog.db");
+    let mut locker = Spawned(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys,time\n\
+                 c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+                 c.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\n\
+                 time.sleep(float(sys.argv[2]))\nc.execute('COMMIT')",
+                db.to_str().unwrap(),
+                &secs.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(locker.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    locker
+}
+
 /// The catalog becomes unavailable (its SQLite database exclusively locked by another
 /// process) while records keep arriving: the sink retries with backoff, pauses
 /// consumption once its buffer is full instead of growing it, and after the outage
@@ -1465,27 +1495,7 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
     }
 
     // Another process holds the catalog database exclusively for 12 s.
-    let db = env.dir.path().join("state/catalog.db");
-    let mut locker = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys,time\n\
-             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\ntime.sleep(12)\n\
-             c.execute('COMMIT')",
-            db.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(locker.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked");
-    }
+    let mut locker = lock_catalog(&env, 12);
     let mut max_buffered = 0;
     let mut paused_seen = false;
     while locker.try_wait().unwrap().is_none() {
@@ -1518,19 +1528,33 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
     assert_exactly_once(&all, &expected, "after the catalog outage");
 }
 
+/// BHP trades with these sequence numbers on an equities `topic` of `exchange`.
+fn bhp_trades(topic: &str, exchange: &str, seqs: std::ops::RangeInclusive<i64>) -> Vec<Raw> {
+    seqs.map(|s| feed::trade_record(topic, &feed::trade(exchange, "equities", "BHP", s)))
+        .collect()
+}
+
+/// The one sequence event of `events` is BHP's gap: 101 expected, 103 read.
+fn assert_gap_101_to_103(events: &Scanned) {
+    use arrow::array::Array;
+    let b = events.batches.iter().find(|b| b.num_rows() > 0).unwrap();
+    assert_eq!(tables::strings(b, "kind").value(0), "gap");
+    assert_eq!(tables::longs(b, "expected").value(0), 101);
+    assert_eq!(tables::longs(b, "actual").value(0), 103);
+    let gap = tables::longs(b, "gap_size");
+    assert!(gap.is_valid(0));
+    assert_eq!(gap.value(0), 2);
+}
+
 /// A gap that spans a restart is still reported: on assignment the sequence tracker
 /// learns each instrument's last committed sequence number from the table.
 #[test]
 fn a_gap_spanning_a_restart_is_reported() {
-    use arrow::array::Array;
     let env = TestEnv::ready(2, 1, "1s");
     let rt = k2_tests::runtime();
     let feed = Feed::new();
     let topic = env.topic(&env.asx, "trades");
-    let batch = |seqs: std::ops::RangeInclusive<i64>| -> Vec<Raw> {
-        seqs.map(|s| feed::trade_record(&topic, &feed::trade(&env.asx, "equities", "BHP", s)))
-            .collect()
-    };
+    let batch = |seqs| bhp_trades(&topic, &env.asx, seqs);
     produce(&rt, &feed, &batch(1..=100));
     env.sink_once(&[], Duration::from_secs(120));
     produce(&rt, &feed, &batch(103..=150));
@@ -1538,11 +1562,190 @@ fn a_gap_spanning_a_restart_is_reported() {
 
     let events = rt_scan(&env, "sequence_events");
     assert_eq!(events.rows(), 1, "exactly one event");
-    let b = &events.batches.iter().find(|b| b.num_rows() > 0).unwrap();
-    assert_eq!(tables::strings(b, "kind").value(0), "gap");
-    assert_eq!(tables::longs(b, "expected").value(0), 101);
-    assert_eq!(tables::longs(b, "actual").value(0), 103);
-    let gap = tables::longs(b, "gap_size");
-    assert!(gap.is_valid(0));
-    assert_eq!(gap.value(0), 2);
+    assert_gap_101_to_103(&events);
+}
+
+/// Polls `done` every 100 ms until it holds, panicking after `timeout` with `what` and the
+/// sink's log.
+fn wait_until(
+    env: &TestEnv,
+    log: &str,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {timeout:?}:\n{}",
+            env.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The catalog stalls while partitions are being assigned, with a short
+/// `max.poll.interval.ms` (20 s, so the assignment deadline is 10 s). The rebalance
+/// callback waits for the tables' offsets only up to that deadline: a 6 s stall leaves the
+/// sink in its group, landing everything; a 40 s stall stops it with a clear error within
+/// the deadline instead of holding the group (before, the callback retried for as long as
+/// the catalog was down, and the member was expelled from the group inside it).
+#[test]
+fn a_catalog_stalled_at_assignment_never_holds_the_group() {
+    let mut env = TestEnv::ready(2, 1, "500ms");
+    env.var(
+        "K2_KAFKA__PROPERTIES",
+        r#"{"topic.metadata.refresh.interval.ms"="1000","max.poll.interval.ms"="20000","session.timeout.ms"="6000","heartbeat.interval.ms"="1000"}"#,
+    );
+    let topic = env.topic(&env.asx, "trades");
+    let rt = k2_tests::runtime();
+    let raws = |first_seq, n| -> Vec<Raw> {
+        feed::trades(&topic, &env.asx, "equities", &ASX_SYMBOLS, first_seq, n)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    };
+    let raise = |from: usize, to: usize| {
+        env.edit_topics(|t| {
+            t.replacen(
+                &format!("partitions: {from}\n"),
+                &format!("partitions: {to}\n"),
+                1,
+            )
+        });
+        let apply = env.run("k2-admin", &["topics", "apply"]);
+        assert!(apply.status.success(), "{}", k2_tests::stderr(&apply));
+    };
+    let log = "sink.log";
+    let mut sink = env.spawn("k2-sink", &[], log);
+    wait_for_assignment(&env, log, &mut sink);
+    let mut expected: BTreeSet<Key> = produce(&rt, &Feed::new(), &raws(1, 60))
+        .into_iter()
+        .collect();
+    let assignments = |env: &TestEnv| env.log(log).matches("partitions assigned").count();
+
+    // A short stall: the callback retries the offsets read, then assigns; the member stays.
+    let before = assignments(&env);
+    let mut locker = lock_catalog(&env, 6);
+    raise(2, 3);
+    wait_until(&env, log, "a rebalance", Duration::from_secs(30), || {
+        assignments(&env) > before
+    });
+    assert!(
+        locker.wait().unwrap().success(),
+        "the lock was held for its 6 s"
+    );
+    let after = produce(&rt, &Feed::new(), &raws(11, 60));
+    assert!(after.iter().any(|(_, p, _)| *p == 2), "{after:?}");
+    expected.extend(after);
+    wait_until(
+        &env,
+        log,
+        "everything landed",
+        Duration::from_secs(60),
+        || rt_scan(&env, "trades").rows() >= expected.len(),
+    );
+    let text = env.log(log);
+    assert!(
+        text.contains("reading the offsets recorded in trades failed; retrying"),
+        "the callback met the stalled catalog:\n{text}"
+    );
+    assert!(
+        !text.contains("maximum poll interval"),
+        "the member was expelled from its group:\n{text}"
+    );
+    assert!(
+        sink.try_wait().unwrap().is_none(),
+        "the sink is still running"
+    );
+
+    // A long stall: the callback gives up at its deadline and the sink stops, saying why,
+    // long before the catalog comes back.
+    let _locker = lock_catalog(&env, 40);
+    let raised = std::time::Instant::now();
+    raise(3, 4);
+    let status = wait_exit(&mut sink, Duration::from_secs(35));
+    assert!(
+        raised.elapsed() < Duration::from_secs(35),
+        "the sink waited for the catalog"
+    );
+    assert!(!status.success(), "{status}:\n{}", env.log(log));
+    let text = env.log(log);
+    assert!(
+        text.contains("the catalog did not answer within 10s"),
+        "the stop names the stalled catalog:\n{text}"
+    );
+    assert!(
+        !text.contains("maximum poll interval"),
+        "the member was expelled from its group:\n{text}"
+    );
+    drop(_locker);
+
+    env.sink_once(&[], Duration::from_secs(120));
+    assert_exactly_once(&rt_scan(&env, "trades"), &expected, "after the stalls");
+}
+
+/// Another writer lands a partition's records while this sink still buffers them; the
+/// records produced after that skip two sequence numbers. The sink's commit is fenced, it
+/// resumes the partition from the table's offset, and the first record it reads there is
+/// the one after the gap: the tracker, warmed up again from the table, reports the gap
+/// exactly once (forgotten without a warm-up, the instrument would have been "first seen"
+/// and the gap missed).
+#[test]
+fn a_gap_right_after_a_fenced_partition_is_reported() {
+    let mut env = TestEnv::ready(1, 1, "10s");
+    let rt = k2_tests::runtime();
+    let feed = Feed::new();
+    let topic = env.topic(&env.asx, "trades");
+    let asx = env.asx.clone();
+    let batch = |seqs| bhp_trades(&topic, &asx, seqs);
+    let mut expected: BTreeSet<Key> = produce(&rt, &feed, &batch(1..=100)).into_iter().collect();
+    let log = "sink.log";
+    let mut sink = env.spawn("k2-sink", &[], log);
+    wait_for_assignment(&env, log, &mut sink);
+    let address = metrics_address(&env, log);
+    wait_until(
+        &env,
+        log,
+        "100 records read",
+        Duration::from_secs(60),
+        || scrape_counter(&address, "k2_records_consumed_total") >= 100,
+    );
+    // Frozen before its 10 s commit interval is up, the sink cannot commit while the
+    // other writer — a sink in another consumer group, run once — lands the same records.
+    signal(&sink, "STOP");
+    let resumed = format!("resuming partition partition={topic}[0]");
+    env.var("K2_KAFKA__GROUP_ID", &k2_tests::unique("other"));
+    env.sink_once(&[], Duration::from_secs(120));
+    env.vars.pop();
+    assert_eq!(rt_scan(&env, "trades").rows(), 100);
+    signal(&sink, "CONT");
+    wait_until(
+        &env,
+        log,
+        "the sink's commit fenced and the partition resumed",
+        Duration::from_secs(60),
+        || {
+            scrape_counter(&address, "k2_fenced_partitions_total") >= 1
+                && env.log(log).matches(&resumed).count() >= 2
+        },
+    );
+
+    expected.extend(produce(&rt, &feed, &batch(103..=150)));
+    wait_until(
+        &env,
+        log,
+        "the records after the gap read",
+        Duration::from_secs(60),
+        || scrape_counter(&address, "k2_records_consumed_total") >= 148,
+    );
+    signal(&sink, "TERM");
+    let status = wait_exit(&mut sink, Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", env.log(log));
+
+    assert_exactly_once(&rt_scan(&env, "trades"), &expected, "after the fence");
+    let events = rt_scan(&env, "sequence_events");
+    assert_eq!(events.rows(), 1, "exactly one event:\n{}", env.log(log));
+    assert_gap_101_to_103(&events);
 }

@@ -149,15 +149,17 @@ impl SinkContext {
     }
 
     /// The offsets recorded in the tables of `data_types`, retried for at most
-    /// the assignment deadline.
+    /// the assignment deadline (one deadline for all of them: the callback as a whole
+    /// must stay inside `max.poll.interval.ms`).
     async fn recorded(
         &self,
         data_types: &BTreeSet<DataType>,
     ) -> Result<HashMap<DataType, TableOffsets>, ResumeError> {
+        let until = tokio::time::Instant::now() + self.assign_deadline;
         let mut out = HashMap::new();
         for &dt in data_types {
-            let offsets = tokio::time::timeout(
-                self.assign_deadline,
+            let offsets = tokio::time::timeout_at(
+                until,
                 table_offsets(self.catalog.as_ref(), dt, &self.metrics),
             )
             .await
