@@ -7,41 +7,13 @@ use std::time::Duration;
 use k2_common::config::GroupProtocol;
 use k2_common::records::{Quote, Trade};
 use k2_tests::feed::{self, ASX_SYMBOLS, CRYPTO_SYMBOLS, Feed, Raw};
+use k2_tests::sink::{
+    BackgroundFeed, Key, assert_exactly_once, feed_topics, kill9, metrics_address, produce,
+    produce_round, rt_scan, scrape_counter, scrape_gauge, signal, trades_and_quotes, wait_exit,
+    wait_for_assignment, wait_until,
+};
 use k2_tests::tables::{self, Scanned};
 use k2_tests::{Spawned, TestEnv, ensure_services, env_or};
-
-type Key = (String, i32, i64);
-
-/// Produces the records and returns their lineage keys in production order.
-fn produce(rt: &tokio::runtime::Runtime, feed: &Feed, records: &[Raw]) -> Vec<Key> {
-    let landed = rt.block_on(feed.send(records));
-    records
-        .iter()
-        .zip(landed)
-        .map(|(r, l)| (r.topic.clone(), l.partition, l.offset))
-        .collect()
-}
-
-/// Every key exactly once: no duplicates, nothing missing, nothing extra.
-fn assert_exactly_once(scanned: &Scanned, expected: &BTreeSet<Key>, what: &str) {
-    let lineage = scanned.lineage();
-    let mut counts: HashMap<&Key, usize> = HashMap::new();
-    for k in &lineage {
-        *counts.entry(k).or_default() += 1;
-    }
-    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    let found: BTreeSet<Key> = lineage.iter().cloned().collect();
-    let missing: Vec<_> = expected.difference(&found).take(5).collect();
-    let extra: Vec<_> = found.difference(expected).take(5).collect();
-    assert!(
-        duplicated.is_empty() && missing.is_empty() && extra.is_empty(),
-        "{what}: {} rows for {} expected; duplicated {duplicated:?}, missing {missing:?} \
-         (of {}), extra {extra:?}",
-        lineage.len(),
-        expected.len(),
-        expected.difference(&found).count(),
-    );
-}
 
 struct Market {
     trades: BTreeMap<Key, Trade>,
@@ -574,111 +546,6 @@ fn crash_env_with(protocol: GroupProtocol) -> TestEnv {
     env
 }
 
-fn kill9(child: &mut std::process::Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
-}
-
-/// Produces on every trades and quotes topic from a background thread, `chunk` records
-/// every half second, until told to stop; returns the keys produced.
-struct BackgroundFeed {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<BTreeSet<Key>>,
-}
-
-/// Every trades and quotes topic of both exchanges, with what feeds it.
-type FeedTopic = (String, String, &'static str, &'static [&'static str], bool);
-
-fn feed_topics(env: &TestEnv) -> Vec<FeedTopic> {
-    [
-        (&env.asx, "equities", &ASX_SYMBOLS[..]),
-        (&env.binance, "crypto", &CRYPTO_SYMBOLS[..]),
-    ]
-    .into_iter()
-    .flat_map(|(ex, ac, sy)| {
-        [
-            (env.topic(ex, "trades"), ex.clone(), ac, sy, true),
-            (env.topic(ex, "quotes"), ex.clone(), ac, sy, false),
-        ]
-    })
-    .collect()
-}
-
-/// Produces `chunk` records spread over `topics`, sequence numbers from `seq`.
-fn produce_round(
-    rt: &tokio::runtime::Runtime,
-    feed: &Feed,
-    topics: &[FeedTopic],
-    seq: i64,
-    chunk: usize,
-) -> Vec<Key> {
-    let mut records = Vec::with_capacity(chunk);
-    for (topic, ex, ac, symbols, is_trade) in topics {
-        let n = chunk / topics.len();
-        if *is_trade {
-            records.extend(
-                feed::trades(topic, ex, ac, symbols, seq, n)
-                    .into_iter()
-                    .map(|(r, _)| r),
-            );
-        } else {
-            records.extend(
-                feed::quotes(topic, ex, ac, symbols, seq, n)
-                    .into_iter()
-                    .map(|(r, _)| r),
-            );
-        }
-    }
-    produce(rt, feed, &records)
-}
-
-impl BackgroundFeed {
-    fn start(env: &TestEnv, chunk: usize, first_seq: i64) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let topics = feed_topics(env);
-        let handle = std::thread::spawn(move || {
-            let rt = k2_tests::runtime();
-            let feed = Feed::new();
-            let mut keys = BTreeSet::new();
-            let mut seq = first_seq;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let started = std::time::Instant::now();
-                keys.extend(produce_round(&rt, &feed, &topics, seq, chunk));
-                seq += (chunk / topics.len()) as i64;
-                std::thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
-            }
-            keys
-        });
-        BackgroundFeed { stop, handle }
-    }
-
-    fn finish(self) -> BTreeSet<Key> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().expect("feed thread")
-    }
-}
-
-/// Waits until the sink logged a non-empty assignment.
-fn wait_for_assignment(env: &TestEnv, log: &str, child: &mut std::process::Child) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !env
-        .log(log)
-        .lines()
-        .any(|l| l.contains("partitions assigned partitions=") && !l.contains("partitions=0 "))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no assignment:\n{}",
-            env.log(log)
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("sink exited early ({status}):\n{}", env.log(log));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Kill -9 at random moments while records keep arriving, restart each time; in the end
 /// every record is in the tables exactly once. `K2_CRASH_PRELOAD` (records produced before
 /// the first sink starts), `K2_CRASH_CHUNK` (records per half second while the kills go on;
@@ -769,13 +636,7 @@ fn crash_run(env: &TestEnv, kills: usize, preload: usize, chunk: usize) {
         Duration::from_secs(600 + expected.len() as u64 / 1_000),
     );
 
-    let trades = rt_scan(env, "trades");
-    let quotes = rt_scan(env, "quotes");
-    let all = Scanned {
-        batches: trades.batches.into_iter().chain(quotes.batches).collect(),
-        files: Vec::new(),
-        snapshots: Vec::new(),
-    };
+    let all = trades_and_quotes(env);
     eprintln!(
         "{} records, commits before each kill: {committed_before_kill:?}",
         expected.len()
@@ -907,79 +768,8 @@ fn snapshots_expired_by_another_tool_lose_no_offsets() {
         .filter(|l| with_records.iter().any(|p| l.contains(p.as_str())))
         .collect();
     assert!(started_over.is_empty(), "{started_over:#?}");
-    let trades = rt_scan(&env, "trades");
-    let quotes = rt_scan(&env, "quotes");
-    let all = Scanned {
-        batches: trades.batches.into_iter().chain(quotes.batches).collect(),
-        files: Vec::new(),
-        snapshots: Vec::new(),
-    };
+    let all = trades_and_quotes(&env);
     assert_exactly_once(&all, &expected, "after the expiries");
-}
-
-fn rt_scan(env: &TestEnv, table: &str) -> Scanned {
-    k2_tests::runtime().block_on(tables::scan(env, table))
-}
-
-/// The sink's metrics address, from its log (tests bind port 0).
-fn metrics_address(env: &TestEnv, log: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(line) = env
-            .log(log)
-            .lines()
-            .find(|l| l.contains("metrics endpoint listening"))
-        {
-            return line.rsplit("addr=").next().unwrap().trim().to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no metrics address:\n{}",
-            env.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Sum of a counter over all its label sets, scraped over plain HTTP.
-fn scrape_counter(address: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(address) else {
-        return 0;
-    };
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig}");
-}
-
-fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// SIGTERM commits what is buffered, then the group offsets; a restart adds nothing.
@@ -1283,13 +1073,7 @@ fn two_sinks_one_killed(protocol: GroupProtocol, victim: Victim) {
     assert!(status.success(), "survivor: {status}");
     env.sink_once(&[], Duration::from_secs(300));
 
-    let t = rt_scan(&env, "trades");
-    let q = rt_scan(&env, "quotes");
-    let all = Scanned {
-        batches: t.batches.into_iter().chain(q.batches).collect(),
-        files: Vec::new(),
-        snapshots: Vec::new(),
-    };
+    let all = trades_and_quotes(&env);
     assert_exactly_once(&all, &expected, &format!("two sinks, {victim:?} killed"));
     for log in ["first.log", "second.log"] {
         assert!(
@@ -1427,18 +1211,6 @@ fn newer_writer_schema_mid_stream_evolves_the_table_without_restart() {
     }
 }
 
-/// Gauge value scraped from the metrics endpoint (`None` if unreachable or absent).
-fn scrape_gauge(address: &str, name: &str) -> Option<i64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(address).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Holds the SQL catalog's database of `env` exclusively from another process for `secs`
 /// seconds (the catalog is unavailable: every read and commit fails with "database is
 /// locked" after SQLite's busy timeout). Returns once the lock is taken; the process exits
@@ -1518,13 +1290,7 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
     let status = wait_exit(&mut child, Duration::from_secs(120));
     assert!(status.success(), "{status}:\n{}", env.log(log));
     env.sink_once(&[], Duration::from_secs(300));
-    let t = rt_scan(&env, "trades");
-    let q = rt_scan(&env, "quotes");
-    let all = Scanned {
-        batches: t.batches.into_iter().chain(q.batches).collect(),
-        files: Vec::new(),
-        snapshots: Vec::new(),
-    };
+    let all = trades_and_quotes(&env);
     assert_exactly_once(&all, &expected, "after the catalog outage");
 }
 
@@ -1563,26 +1329,6 @@ fn a_gap_spanning_a_restart_is_reported() {
     let events = rt_scan(&env, "sequence_events");
     assert_eq!(events.rows(), 1, "exactly one event");
     assert_gap_101_to_103(&events);
-}
-
-/// Polls `done` every 100 ms until it holds, panicking after `timeout` with `what` and the
-/// sink's log.
-fn wait_until(
-    env: &TestEnv,
-    log: &str,
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut() -> bool,
-) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} within {timeout:?}:\n{}",
-            env.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The catalog stalls while partitions are being assigned, with a short

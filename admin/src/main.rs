@@ -1,4 +1,5 @@
-//! `k2-admin`: make the broker and the Schema Registry match K2's configuration.
+//! `k2-admin`: make the broker and the Schema Registry match K2's configuration, and keep
+//! the tables healthy (`maintain`).
 //!
 //! Exit codes: 0 success (for `plan`, also when changes are pending), 1 a change failed or
 //! cannot be made, 2 bad configuration or usage.
@@ -13,6 +14,8 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
 use k2_admin::{schemas, topics};
+
+mod maintain;
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::registry::SchemaRegistryClient;
 use k2_common::startup::Program;
@@ -48,6 +51,28 @@ enum Command {
         #[command(subcommand)]
         action: SchemasAction,
     },
+    /// Table maintenance, safe beside a running sink (policy: the `maintenance` section).
+    Maintain {
+        #[command(subcommand)]
+        step: MaintainStep,
+        /// Only this table (e.g. `trades`); every K2 table if omitted.
+        #[arg(long, global = true)]
+        table: Option<String>,
+        /// Report what would be done; change nothing.
+        #[arg(long, global = true)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum MaintainStep {
+    /// Expire snapshots older than `maintenance.snapshot_retention` (keeping
+    /// `maintenance.min_snapshots`).
+    Expire,
+    /// Delete files no snapshot references, older than `maintenance.orphan_min_age`.
+    Clean,
+    /// Expire, then clean.
+    All,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +151,11 @@ async fn run(
                 }
             }
         }
+        Command::Maintain {
+            step,
+            table,
+            dry_run,
+        } => maintain::run(config, step, table.as_deref(), dry_run).await,
         Command::Schemas {
             action: SchemasAction::Register,
         } => {

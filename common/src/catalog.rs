@@ -137,3 +137,17 @@ pub async fn connect(config: &K2Config) -> Result<Arc<dyn Catalog>, CatalogError
         }
     }
 }
+
+/// Whether a catalog or table I/O error may pass if the operation is tried again (the
+/// catalog or storage unreachable, a commit conflict), as opposed to one that retrying
+/// cannot change (invalid data, an unsupported feature, a missing table).
+pub fn is_transient(e: &iceberg::Error) -> bool {
+    !matches!(
+        e.kind(),
+        iceberg::ErrorKind::DataInvalid
+            | iceberg::ErrorKind::FeatureUnsupported
+            | iceberg::ErrorKind::PreconditionFailed
+            | iceberg::ErrorKind::TableNotFound
+            | iceberg::ErrorKind::NamespaceNotFound
+    )
+}

@@ -1,7 +1,8 @@
 //! Direct access to the warehouse's object storage, for what K2 does outside Iceberg table
-//! I/O (which iceberg-rust does through OpenDAL): here, the probe at sink start that the
-//! warehouse is writable with the configured credentials, so a wrong secret or bucket is
-//! one clear line instead of an error deep inside the first table write.
+//! I/O (which iceberg-rust does through OpenDAL): the probe at sink start that the
+//! warehouse is writable with the configured credentials (so a wrong secret or bucket is
+//! one clear line instead of an error deep inside the first table write), and listing and
+//! deleting the files no snapshot references (table maintenance).
 
 use std::sync::Arc;
 
@@ -22,17 +23,67 @@ pub enum WarehouseError {
     },
 }
 
-/// The object store holding `location` and the path of `location` inside it.
-fn store(config: &K2Config) -> Result<(Arc<dyn ObjectStore>, Path), String> {
-    let location = &config.warehouse.location;
+/// An object store and the place of one location inside it, for K2's direct access to
+/// the warehouse (the probe, listing a table's files for cleanup).
+#[derive(Clone)]
+pub struct Located {
+    pub store: Arc<dyn ObjectStore>,
+    /// Where the location is inside the store.
+    pub prefix: Path,
+    /// `s3://bucket/` or `file:///`: what a store path is appended to to make a URI.
+    root: String,
+}
+
+impl Located {
+    /// The file's name as Iceberg metadata spells it (`s3://bucket/key`, `file:///path`).
+    pub fn uri(&self, path: &Path) -> String {
+        format!("{}{}", self.root, path)
+    }
+
+    /// The store path of `uri` if it lies in this store (`s3a://` is read as `s3://`; a
+    /// local file may be named with or without `file://`).
+    pub fn path_of(&self, uri: &str) -> Option<Path> {
+        let canonical = canonical_uri(uri);
+        let rest = canonical.strip_prefix(&self.root)?;
+        Path::parse(rest).ok()
+    }
+}
+
+/// One spelling per file: `s3a://` → `s3://`, `/path` and `file:/path` → `file:///path`.
+pub fn canonical_uri(uri: &str) -> String {
+    if let Some(rest) = uri.strip_prefix("s3a://") {
+        return format!("s3://{rest}");
+    }
+    if uri.starts_with("s3://") || uri.starts_with("file:///") {
+        return uri.to_string();
+    }
+    if let Some(rest) = uri.strip_prefix("file:") {
+        return format!("file:///{}", rest.trim_start_matches('/'));
+    }
+    if uri.starts_with('/') {
+        return format!("file://{uri}");
+    }
+    uri.to_string()
+}
+
+/// The object store holding `location` (a `file://` or `s3://` URI under the warehouse's
+/// credentials) and the path of `location` inside it.
+pub fn locate(config: &K2Config, location: &str) -> Result<Located, WarehouseError> {
+    locate_inner(config, location).map_err(|message| unusable(config, location, message))
+}
+
+fn locate_inner(config: &K2Config, location: &str) -> Result<Located, String> {
+    let location = canonical_uri(location);
     if let Some(dir) = location.strip_prefix("file://") {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
-        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?;
-        return Ok((Arc::new(fs), Path::default()));
+        // (Writing creates the directories a path needs.)
+        return Ok(Located {
+            store: Arc::new(LocalFileSystem::new()),
+            prefix: Path::from(dir),
+            root: "file:///".into(),
+        });
     }
     let rest = location
         .strip_prefix("s3://")
-        .or_else(|| location.strip_prefix("s3a://"))
         .ok_or_else(|| "expected file:// or s3://bucket/prefix".to_string())?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let s3 = config
@@ -52,13 +103,16 @@ fn store(config: &K2Config) -> Result<(Arc<dyn ObjectStore>, Path), String> {
             .with_allow_http(endpoint.starts_with("http://"));
     }
     let store = builder.build().map_err(|e| e.to_string())?;
-    Ok((Arc::new(store), Path::from(prefix)))
+    Ok(Located {
+        store: Arc::new(store),
+        prefix: Path::from(prefix),
+        root: format!("s3://{bucket}/"),
+    })
 }
 
-/// Writes and deletes a small object under `<warehouse>/_k2/`.
-pub async fn probe(config: &K2Config) -> Result<(), WarehouseError> {
-    let unusable = |message: String| WarehouseError::Unusable {
-        location: config.warehouse.location.clone(),
+fn unusable(config: &K2Config, location: &str, message: String) -> WarehouseError {
+    WarehouseError::Unusable {
+        location: location.to_string(),
         endpoint: config
             .warehouse
             .s3
@@ -67,18 +121,62 @@ pub async fn probe(config: &K2Config) -> Result<(), WarehouseError> {
             .map(|e| format!(" (endpoint {e})"))
             .unwrap_or_default(),
         message,
-    };
-    let (store, prefix) = store(config).map_err(unusable)?;
+    }
+}
+
+/// Writes and deletes a small object under `<warehouse>/_k2/`.
+pub async fn probe(config: &K2Config) -> Result<(), WarehouseError> {
+    let location = &config.warehouse.location;
+    let Located { store, prefix, .. } = locate(config, location)?;
     let path = prefix
         .child("_k2")
         .child(format!("probe-{}", std::process::id()));
     store
         .put(&path, PutPayload::from_static(b"k2 warehouse probe"))
         .await
-        .map_err(|e| unusable(format!("cannot write: {e}")))?;
-    store
-        .delete(&path)
-        .await
-        .map_err(|e| unusable(format!("cannot delete what it wrote: {e}")))?;
+        .map_err(|e| unusable(config, location, format!("cannot write: {e}")))?;
+    store.delete(&path).await.map_err(|e| {
+        unusable(
+            config,
+            location,
+            format!("cannot delete what it wrote: {e}"),
+        )
+    })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_file_is_one_uri() {
+        assert_eq!(canonical_uri("s3a://b/k/x.parquet"), "s3://b/k/x.parquet");
+        assert_eq!(canonical_uri("s3://b/k/x.parquet"), "s3://b/k/x.parquet");
+        assert_eq!(canonical_uri("/tmp/w/x.parquet"), "file:///tmp/w/x.parquet");
+        assert_eq!(
+            canonical_uri("file:/tmp/w/x.parquet"),
+            "file:///tmp/w/x.parquet"
+        );
+        assert_eq!(
+            canonical_uri("file:///tmp/w/x.parquet"),
+            "file:///tmp/w/x.parquet"
+        );
+    }
+
+    #[test]
+    fn a_local_location_maps_uris_to_store_paths_and_back() {
+        let dir = std::env::temp_dir().join(format!("k2-locate-{}", std::process::id()));
+        let config = K2Config::default();
+        let uri = format!("file://{}", dir.display());
+        let located = locate(&config, &uri).unwrap();
+        let file = located.prefix.child("data").child("a.parquet");
+        assert_eq!(located.uri(&file), format!("{uri}/data/a.parquet"));
+        assert_eq!(
+            located.path_of(&format!("{}/data/a.parquet", dir.display())),
+            Some(file)
+        );
+        assert_eq!(located.path_of("s3://b/data/a.parquet"), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -232,6 +232,18 @@ fn errors_name_file_key_and_expectation() {
         "expected \"earliest\" or nothing",
     );
     assert_error(
+        "[maintenance]\nmin_snapshots = 0\n",
+        &[],
+        "maintenance.min_snapshots",
+        "expected at least 1",
+    );
+    assert_error(
+        "[maintenance]\norphan_min_age = \"1s\"\n",
+        &[],
+        "maintenance.orphan_min_age",
+        "expected a duration of at least 2s",
+    );
+    assert_error(
         "[kafka]\ngroup_protocol = \"eager\"\n",
         &[],
         "kafka.group_protocol",

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
@@ -31,6 +31,7 @@ use crate::offsets::{
 use crate::pinned_catalog::PinnedCatalog;
 use crate::table::{sequence_events_ident, table_ident};
 use crate::writer::write_data_files;
+use k2_common::config::MaintenanceConfig;
 use k2_common::data_type::{DataType, SEQUENCE_EVENTS_TABLE};
 use k2_common::retry::Backoff;
 
@@ -145,6 +146,7 @@ pub struct Committer {
     group: String,
     writer_id: String,
     metrics: Metrics,
+    max_file_age: Duration,
 }
 
 impl Committer {
@@ -154,7 +156,16 @@ impl Committer {
             group: group.to_string(),
             writer_id: writer_id.to_string(),
             metrics,
+            max_file_age: MaintenanceConfig::default().max_uncommitted_file_age(),
         }
+    }
+
+    /// Data files written longer ago than this are written again before a commit
+    /// references them: table maintenance deletes unreferenced files only when they are
+    /// twice as old, so it never deletes a file this committer is about to commit.
+    pub fn with_max_file_age(mut self, age: Duration) -> Self {
+        self.max_file_age = age;
+        self
     }
 
     /// Delivers the job's dead letters, then commits each table. Retries transient
@@ -216,8 +227,9 @@ impl Committer {
             table: ident.to_string(),
             message: format!("{e:#}"),
         };
-        // Files written for a given set of fenced partitions, reused across attempts.
-        let mut written: Option<(BTreeSet<TopicPartition>, Vec<DataFile>)> = None;
+        // Files written for a given set of fenced partitions, reused across attempts while
+        // they are young enough to be safe from orphan cleanup.
+        let mut written: Option<(BTreeSet<TopicPartition>, Instant, Vec<DataFile>)> = None;
         // The snapshot current before the first attempt: a later snapshot carrying our
         // commit id means an attempt landed even though its reply was lost.
         let mut base_snapshot: Option<Option<i64>> = None;
@@ -265,16 +277,19 @@ impl Committer {
                 return Ok(self.finish(job, &fenced, &recorded, None, started, &labels));
             }
             let files = match &written {
-                Some((f, files)) if *f == fenced => files.clone(),
+                Some((f, at, files)) if *f == fenced && at.elapsed() < self.max_file_age => {
+                    files.clone()
+                }
                 _ => {
                     let dropped = fenced.iter().cloned().collect();
                     let batches = batches_without_partitions(&job.batches, &dropped)
                         .map_err(|e| lineage(&ident, e))?;
                     let prefix = format!("{commit_id}-{}", uuid::Uuid::new_v4().simple());
                     let day_partitioned = job.data_type.describe().day_partitioned;
+                    let at = Instant::now();
                     match write_data_files(&table, day_partitioned, &batches, &prefix).await {
                         Ok(files) => {
-                            written = Some((fenced.clone(), files.clone()));
+                            written = Some((fenced.clone(), at, files.clone()));
                             files
                         }
                         Err(e) if is_fatal(&e) => return Err(fatal(e)),
@@ -510,14 +525,7 @@ fn lineage(table: &iceberg::TableIdent, e: LineageError) -> CommitError {
 
 /// Errors retrying cannot fix: bad data or schema, a missing table, unsupported features.
 pub(crate) fn is_fatal(e: &iceberg::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::DataInvalid
-            | ErrorKind::FeatureUnsupported
-            | ErrorKind::PreconditionFailed
-            | ErrorKind::TableNotFound
-            | ErrorKind::NamespaceNotFound
-    )
+    !k2_common::catalog::is_transient(e)
 }
 
 #[cfg(test)]
@@ -543,6 +551,8 @@ mod tests {
         /// Right after the next table load, let this competitor commit its job: the loaded
         /// table is then stale by one snapshot.
         competitor: Mutex<Option<(Committer, CommitJob)>>,
+        /// Refuse this many commits (the catalog unreachable) before applying any.
+        refuse: std::sync::atomic::AtomicUsize,
     }
 
     impl std::fmt::Debug for Faulty {
@@ -562,6 +572,13 @@ mod tests {
         }
 
         async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+            let refuse = &self.refuse;
+            if refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(iceberg::Error::new(
+                    ErrorKind::Unexpected,
+                    "catalog unreachable",
+                ));
+            }
             let table = self.inner.update_table(commit).await?;
             if self.lose_ack.swap(false, Ordering::SeqCst) {
                 return Err(iceberg::Error::new(
@@ -578,6 +595,7 @@ mod tests {
             inner,
             lose_ack: AtomicBool::new(false),
             competitor: Mutex::new(None),
+            refuse: Default::default(),
         })
     }
 
@@ -710,5 +728,40 @@ mod tests {
             ]
         );
         assert_eq!(table_state(&real, &rt), (1, 6, Some(6)));
+    }
+
+    /// Parquet files under `dir`, at any depth.
+    fn parquet_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    parquet_files(&p)
+                } else {
+                    usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn files_too_old_for_orphan_cleanup_are_written_again_before_the_commit() {
+        for (max_age, written) in [(Duration::from_secs(3600), 1), (Duration::ZERO, 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let real = catalog(dir.path(), &rt);
+            let wrapped = faulty(real.clone());
+            // The first commit fails; the retry reuses its files only while they are young.
+            wrapped.refuse.store(1, Ordering::SeqCst);
+            let committer = committer(wrapped.clone(), "a").with_max_file_age(max_age);
+            let tables = rt
+                .block_on(committer.commit_tables(1, job(&real, &rt, 0, 6)))
+                .unwrap();
+            assert_eq!(outcome(&tables), &RangeOutcome::Committed);
+            assert_eq!(table_state(&real, &rt), (1, 6, Some(6)));
+            assert_eq!(parquet_files(dir.path()), written, "max age {max_age:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub mod feed;
 pub mod registry;
+pub mod sink;
 pub mod tables;
 
 use rdkafka::ClientConfig;
@@ -200,6 +201,8 @@ fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
     // the binary being relinked). Examples (`examples/NAME`) are the query module's.
     let own = match binary.strip_prefix("examples/") {
         Some(_) => vec!["query/src".to_string(), "query/examples".to_string()],
+        // k2-admin also links the maintenance crate.
+        None if binary == "k2-admin" => vec!["admin/src".to_string(), "maintain/src".to_string()],
         None => vec![format!(
             "{}/src",
             binary.strip_prefix("k2-").unwrap_or(binary)

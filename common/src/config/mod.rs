@@ -9,8 +9,8 @@ mod topics;
 pub use error::ConfigError;
 pub use process::{
     CatalogConfig, CommitPolicy, GroupProtocol, K2Config, KafkaConfig, LogConfig, LogFormat,
-    MetricsConfig, QueryConfig, S3Config, SchemaRegistryConfig, SchemasConfig, SinkConfig,
-    SubscriptionConfig, WarehouseConfig,
+    MaintenanceConfig, MetricsConfig, QueryConfig, S3Config, SchemaRegistryConfig, SchemasConfig,
+    SinkConfig, SubscriptionConfig, WarehouseConfig,
 };
 pub use secret::{Properties, RedactedUrl, Secret};
 pub use topics::{

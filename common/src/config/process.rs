@@ -36,6 +36,7 @@ pub struct K2Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub query: QueryConfig,
+    pub maintenance: MaintenanceConfig,
     /// The file this was loaded from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -56,6 +57,7 @@ impl Default for K2Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             query: QueryConfig::default(),
+            maintenance: MaintenanceConfig::default(),
             source: None,
         }
     }
@@ -375,9 +377,46 @@ pub struct QueryConfig {
     pub duckdb_extension_dir: Option<PathBuf>,
 }
 
+/// Table maintenance (`k2-admin maintain`): how long snapshots stay readable, when an
+/// unreferenced file may be deleted, when a day is closed for compaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// The time-travel window: snapshots older than this are expired (a backtest pinned
+    /// inside the window still reproduces).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_retention: Duration,
+    /// Snapshots kept whatever their age (the newest of each table).
+    pub min_snapshots: usize,
+    /// Files under a table that no snapshot references are deleted only once they are
+    /// older than this. Writers (the sink, compaction) never commit a file older than half
+    /// of it, so no file an in-flight commit is about to reference is ever deleted.
+    #[serde(with = "humantime_serde")]
+    pub orphan_min_age: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            snapshot_retention: Duration::from_secs(7 * 86_400),
+            min_snapshots: 10,
+            orphan_min_age: Duration::from_secs(3 * 86_400),
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    /// The oldest a data file may be when a writer commits it: half the age at which
+    /// cleanup may delete unreferenced files. A writer whose files are older (a commit
+    /// retried through a long outage) writes them again.
+    pub fn max_uncommitted_file_age(&self) -> Duration {
+        self.orphan_min_age / 2
+    }
+}
+
 /// Top-level keys, so that unrelated `K2_*` variables (used by scripts) are not read as
 /// configuration.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "state_dir",
     "topics_file",
     "schemas",
@@ -390,6 +429,7 @@ const SECTIONS: [&str; 12] = [
     "metrics",
     "log",
     "query",
+    "maintenance",
 ];
 
 impl K2Config {
@@ -592,6 +632,22 @@ impl K2Config {
                 "sink.dead_letter_topic",
                 "a topic name",
                 "an empty string".into(),
+            );
+        }
+        let m = &self.maintenance;
+        if m.min_snapshots == 0 {
+            return invalid(
+                "maintenance.min_snapshots",
+                "at least 1 (a table's current snapshot is always kept)",
+                "0".into(),
+            );
+        }
+        if m.orphan_min_age < Duration::from_secs(2) {
+            return invalid(
+                "maintenance.orphan_min_age",
+                "a duration of at least 2s (hours or days in production: longer than any \
+                 commit takes)",
+                format!("{:?}", m.orphan_min_age),
             );
         }
         let loc = &self.warehouse.location;

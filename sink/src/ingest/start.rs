@@ -68,7 +68,8 @@ impl Sink {
             &config.kafka.group_id,
             &writer_id,
             metrics.clone(),
-        );
+        )
+        .with_max_file_age(config.maintenance.max_uncommitted_file_age());
         let commits = CommitTask::spawn(committer, &runtime);
 
         let client_properties = config.kafka.client_properties();
