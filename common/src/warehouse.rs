@@ -30,22 +30,24 @@ pub struct Located {
     pub store: Arc<dyn ObjectStore>,
     /// Where the location is inside the store.
     pub prefix: Path,
-    /// `s3://bucket/` or `file:///`: what a store path is appended to to make a URI.
+    /// `s3://bucket/` or `file:///dir/`: what a store path is appended to to make a URI.
     root: String,
 }
 
 impl Located {
     /// The file's name as Iceberg metadata spells it (`s3://bucket/key`, `file:///path`).
+    /// A store path percent-encodes characters such as `~`, `%` or `#` in its parts; the
+    /// URI has them as they are, as any writer would name the file.
     pub fn uri(&self, path: &Path) -> String {
-        format!("{}{}", self.root, path)
-    }
-
-    /// The store path of `uri` if it lies in this store (`s3a://` is read as `s3://`; a
-    /// local file may be named with or without `file://`).
-    pub fn path_of(&self, uri: &str) -> Option<Path> {
-        let canonical = canonical_uri(uri);
-        let rest = canonical.strip_prefix(&self.root)?;
-        Path::parse(rest).ok()
+        let decoded: Vec<String> = path
+            .parts()
+            .map(|p| {
+                percent_encoding::percent_decode_str(p.as_ref())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        format!("{}{}", self.root, decoded.join("/"))
     }
 }
 
@@ -75,11 +77,14 @@ pub fn locate(config: &K2Config, location: &str) -> Result<Located, WarehouseErr
 fn locate_inner(config: &K2Config, location: &str) -> Result<Located, String> {
     let location = canonical_uri(location);
     if let Some(dir) = location.strip_prefix("file://") {
-        // (Writing creates the directories a path needs.)
+        // Rooted at the location itself: a store path would percent-encode characters such
+        // as `~` in the directory's name, and the local store would then look elsewhere.
+        let fs =
+            LocalFileSystem::new_with_prefix(dir).map_err(|e| format!("cannot open {dir}: {e}"))?;
         return Ok(Located {
-            store: Arc::new(LocalFileSystem::new()),
-            prefix: Path::from(dir),
-            root: "file:///".into(),
+            store: Arc::new(fs),
+            prefix: Path::default(),
+            root: format!("file://{}/", dir.trim_end_matches('/')),
         });
     }
     let rest = location
@@ -127,6 +132,10 @@ fn unusable(config: &K2Config, location: &str, message: String) -> WarehouseErro
 /// Writes and deletes a small object under `<warehouse>/_k2/`.
 pub async fn probe(config: &K2Config) -> Result<(), WarehouseError> {
     let location = &config.warehouse.location;
+    if let Some(dir) = canonical_uri(location).strip_prefix("file://") {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unusable(config, location, format!("cannot create {dir}: {e}")))?;
+    }
     let Located { store, prefix, .. } = locate(config, location)?;
     let path = prefix
         .child("_k2")
@@ -165,18 +174,17 @@ mod tests {
     }
 
     #[test]
-    fn a_local_location_maps_uris_to_store_paths_and_back() {
+    fn a_local_location_names_its_files_as_iceberg_does() {
         let dir = std::env::temp_dir().join(format!("k2-locate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let config = K2Config::default();
         let uri = format!("file://{}", dir.display());
         let located = locate(&config, &uri).unwrap();
         let file = located.prefix.child("data").child("a.parquet");
         assert_eq!(located.uri(&file), format!("{uri}/data/a.parquet"));
-        assert_eq!(
-            located.path_of(&format!("{}/data/a.parquet", dir.display())),
-            Some(file)
-        );
-        assert_eq!(located.path_of("s3://b/data/a.parquet"), None);
+        // Characters a store path encodes come back as they are.
+        let odd = located.prefix.child("day~1 #2%.parquet");
+        assert_eq!(located.uri(&odd), format!("{uri}/day~1 #2%.parquet"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

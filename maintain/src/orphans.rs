@@ -78,8 +78,8 @@ pub async fn clean(
     dry_run: bool,
 ) -> Result<Cleaned, MaintainError> {
     let name = ident.to_string();
-    let table = retry::catalog(&name, "loading the table", || catalog.load_table(ident)).await?;
-    let located = locate(config, table.metadata().location())?;
+    let before = retry::catalog(&name, "loading the table", || catalog.load_table(ident)).await?;
+    let located = locate(config, before.metadata().location())?;
     let listed: Vec<ObjectMeta> = located
         .store
         .list(Some(&located.prefix))
@@ -98,6 +98,11 @@ pub async fn clean(
         referenced_files(&table)
     })
     .await?;
+    let listed_uris: HashSet<String> = listed
+        .iter()
+        .map(|o| canonical_uri(&located.uri(&o.location)))
+        .collect();
+    must_be_listed(&name, &before, &listed_uris)?;
     let cutoff = now - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
     let mut cleaned = Cleaned {
         table: name.clone(),
@@ -131,6 +136,35 @@ pub async fn clean(
         "orphan cleanup"
     );
     Ok(cleaned)
+}
+
+/// Files that existed before the listing began (the metadata file and manifest list current
+/// then) must be in it. If they are not, the listing and the metadata name files
+/// differently (or the listing is incomplete), and every referenced file could look like an
+/// orphan: nothing is deleted.
+fn must_be_listed(
+    table: &str,
+    before: &Table,
+    listed: &HashSet<String>,
+) -> Result<(), MaintainError> {
+    let m = before.metadata();
+    let expected = before
+        .metadata_location()
+        .into_iter()
+        .chain(m.current_snapshot().map(|s| s.manifest_list()));
+    for file in expected {
+        if !listed.contains(&canonical_uri(file)) {
+            return Err(MaintainError::Table {
+                table: table.to_string(),
+                message: format!(
+                    "the listing of {} does not show {file}, which the table references: \
+                     deleting nothing",
+                    m.location()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn delete(
