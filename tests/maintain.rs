@@ -72,6 +72,40 @@ fn maintain(env: &TestEnv, args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// What DuckDB's own Iceberg reader (`iceberg_scan`, an implementation independent of
+/// K2's) finds in the trades table, at the current snapshot or at `snapshot`: (rows, sum of
+/// `kafka_offset`).
+fn duckdb_reads(env: &TestEnv, snapshot: Option<i64>) -> (i64, i64) {
+    let metadata = k2_tests::runtime().block_on(async {
+        let catalog = tables::catalog(env).await;
+        let table = catalog.load_table(&trades_ident()).await.unwrap();
+        table.metadata_location().unwrap().to_string()
+    });
+    let extensions = k2_tests::repo_root().join(".k2/duckdb/extensions");
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    conn.execute_batch(&format!(
+        "SET extension_directory = '{}'; SET autoinstall_known_extensions = false; \
+         LOAD avro; LOAD iceberg;",
+        extensions.display()
+    ))
+    .unwrap_or_else(|e| panic!("DuckDB's iceberg extension (scripts/bootstrap fetches it): {e}"));
+    let at = snapshot.map_or(String::new(), |s| format!(", snapshot_from_id => {s}"));
+    conn.query_row(
+        &format!(
+            "SELECT count(*), coalesce(sum(kafka_offset), 0)::BIGINT \
+             FROM iceberg_scan('{}'{at})",
+            metadata.trim_start_matches("file://")
+        ),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+fn lineage_sums(keys: &[Key]) -> (i64, i64) {
+    (keys.len() as i64, keys.iter().map(|k| k.2).sum())
+}
+
 /// Snapshots older than the window expire while the sink keeps committing: a snapshot
 /// inside the window still reads exactly as before, the oldest are gone, and the sink
 /// neither re-reads nor doubles anything (its offsets live in a table property).
@@ -182,33 +216,55 @@ fn exists(env: &TestEnv, uri: &str) -> bool {
     })
 }
 
-/// Three sink runs leave snapshots and files; one orphan is planted, old enough, and one
-/// just before the cleanup. Expiry then cleanup delete the old orphan and the files only
-/// expired snapshots referenced; the young orphan stays; the table reads complete.
+/// `rounds` batches of `per_round` ASX trades, each landed by its own `k2-sink --once` (a
+/// snapshot and a file per partition each); returns their keys.
+fn land_rounds(env: &TestEnv, rounds: i64, per_round: usize) -> BTreeSet<Key> {
+    let rt = k2_tests::runtime();
+    let mut expected = BTreeSet::new();
+    for round in 0..rounds {
+        expected.extend(produce(
+            &rt,
+            &Feed::new(),
+            &asx_trades(env, 1 + round * 1_000, per_round),
+        ));
+        env.sink_once(&[], Duration::from_secs(120));
+    }
+    expected
+}
+
+/// `n` ASX trades, sequence numbers from `first_seq`.
+fn asx_trades(env: &TestEnv, first_seq: i64, n: usize) -> Vec<k2_tests::feed::Raw> {
+    let topic = env.topic(&env.asx, "trades");
+    feed::trades(&topic, &env.asx, "equities", &ASX_SYMBOLS, first_seq, n)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// Three sink runs leave snapshots and files, and compaction rewrites them (every row once,
+/// fewer files, each sorted); one orphan is planted, old enough, and one just before the
+/// cleanup. Expiry then cleanup delete the old orphan and the files only expired snapshots
+/// referenced (the compacted-away ones among them); the young orphan stays; the table
+/// reads complete.
 fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
     env.var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1")
         .var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "0s")
         .var("K2_MAINTENANCE__ORPHAN_MIN_AGE", "3s");
     env.create_topics();
-    let rt = k2_tests::runtime();
-    let topic = env.topic(&env.asx, "trades");
-    let mut expected: BTreeSet<Key> = BTreeSet::new();
-    for round in 0..3 {
-        let raws: Vec<_> = feed::trades(
-            &topic,
-            &env.asx,
-            "equities",
-            &ASX_SYMBOLS,
-            1 + round * 50,
-            200,
-        )
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
-        expected.extend(produce(&rt, &Feed::new(), &raws));
-        env.sink_once(&[], Duration::from_secs(120));
-    }
+    let expected = land_rounds(env, 3, 200);
     assert!(snapshots(env).len() >= 3);
+    let files_before = rt_scan(env, "trades").files.len();
+    let out = maintain(env, &["compact", "--table", "trades", "--older-than", "0s"]);
+    let compacted = rt_scan(env, "trades");
+    assert_exactly_once(&compacted, &expected, "after compaction");
+    assert!(
+        compacted.files.len() < files_before,
+        "{files_before} files before, {} after:\n{out}",
+        compacted.files.len()
+    );
+    if compacted.files[0].starts_with("file:") || compacted.files[0].starts_with('/') {
+        tables::check_files(&compacted);
+    }
     let old = plant(env, "orphan-old.parquet");
     std::thread::sleep(Duration::from_secs(4));
     let young = plant(env, "orphan-young.parquet");
@@ -300,4 +356,270 @@ fn cleanup_on_the_rest_catalog() {
     env.set_partitions(2, 1);
     env.use_rest_catalog();
     cleanup_deletes_only_unreferenced_files_old_enough(&mut env);
+}
+
+/// The sink keeps committing (today's partitions receiving data) while compaction rewrites
+/// every partition: afterwards every record is in the tables exactly once, a snapshot read
+/// from before the compaction returns exactly what it did, the compaction is one `replace`
+/// snapshot per partition with as many rows deleted as added, its files are sorted, and the
+/// sink was never fenced nor re-read anything.
+#[test]
+fn compaction_beside_a_running_sink_keeps_every_row_once() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.var("K2_SINK__COMMIT__INTERVAL", "300ms");
+    env.create_topics();
+    let background = BackgroundFeed::start(&env, 400, 1);
+    let log = "sink.log";
+    let mut sink = env.spawn("k2-sink", &[], log);
+    wait_for_assignment(&env, log, &mut sink);
+    wait_until(&env, log, "15 snapshots", Duration::from_secs(90), || {
+        snapshots(&env).len() >= 15
+    });
+    let (before, _) = *snapshots(&env).last().unwrap();
+    let rows_before = lineage_at(&env, before);
+
+    let out = maintain(&env, &["compact", "--older-than", "0s"]);
+    assert!(
+        out.contains("partitions compacted") && !out.contains("trades: 0 partitions"),
+        "{out}"
+    );
+    assert_eq!(
+        lineage_at(&env, before),
+        rows_before,
+        "time travel to before"
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    let expected = background.finish();
+    wait_until(
+        &env,
+        log,
+        "everything landed",
+        Duration::from_secs(90),
+        || trades_and_quotes(&env).rows() >= expected.len(),
+    );
+    signal(&sink, "TERM");
+    assert!(wait_exit(&mut sink, Duration::from_secs(60)).success());
+    assert_exactly_once(
+        &trades_and_quotes(&env),
+        &expected,
+        "after compaction beside the sink",
+    );
+
+    let replaces = k2_tests::runtime().block_on(async {
+        let catalog = tables::catalog(&env).await;
+        let table = catalog.load_table(&trades_ident()).await.unwrap();
+        table
+            .metadata()
+            .snapshots()
+            .filter(|s| s.summary().operation == iceberg::spec::Operation::Replace)
+            .map(|s| s.summary().additional_properties.clone())
+            .collect::<Vec<_>>()
+    });
+    assert!(!replaces.is_empty(), "a replace snapshot");
+    for r in &replaces {
+        assert_eq!(r["added-records"], r["deleted-records"], "{r:?}");
+    }
+    let compacted: Vec<String> = rt_scan(&env, "trades")
+        .files
+        .into_iter()
+        .filter(|f| f.contains("k2-compact-"))
+        .collect();
+    assert!(!compacted.is_empty());
+    tables::check_files(&Scanned {
+        batches: Vec::new(),
+        files: compacted,
+        snapshots: Vec::new(),
+    });
+    let text = env.log(log);
+    assert!(
+        !text.contains("re-reading partition") && !text.contains("another writer advanced"),
+        "the sink was fenced:\n{text}"
+    );
+    // An independent reader agrees, now and as of the snapshot before the compaction.
+    let trades_now = rt_scan(&env, "trades").lineage();
+    assert_eq!(
+        duckdb_reads(&env, None),
+        lineage_sums(&trades_now),
+        "iceberg_scan now"
+    );
+    assert_eq!(
+        duckdb_reads(&env, Some(before)),
+        lineage_sums(&rows_before),
+        "iceberg_scan before the compaction"
+    );
+    // What the sink committed after the compaction is compacted by the next run; a run
+    // after that finds nothing left to do.
+    maintain(&env, &["compact", "--older-than", "0s"]);
+    assert_exactly_once(
+        &trades_and_quotes(&env),
+        &expected,
+        "after the second compaction",
+    );
+    let again = maintain(&env, &["compact", "--older-than", "0s", "--dry-run"]);
+    assert!(
+        again.contains("trades: 0 partitions would be compacted"),
+        "{again}"
+    );
+}
+
+/// `kill -9` at each step of a compaction's commit (stopped there by a fail point), then at
+/// random moments: after each the table reads every record exactly once (as before, or
+/// compacted); a final run completes, and cleanup removes what the killed runs left behind
+/// without touching anything referenced.
+#[test]
+fn kill_9_during_compaction_leaves_the_table_whole() {
+    use rand::Rng;
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.var("K2_MAINTENANCE__ORPHAN_MIN_AGE", "2s")
+        .var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1")
+        .var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "0s");
+    env.create_topics();
+    let expected = land_rounds(&env, 6, 2_000);
+    // At each step of the protocol: files written; manifests and manifest list written;
+    // the next metadata file written but the catalog not yet swapped to it.
+    for point in [
+        "compact-after-write",
+        "compact-after-stage",
+        "commit-after-metadata-write",
+    ] {
+        let log = format!("compact-{point}.log");
+        env.var("FAILPOINTS", &format!("{point}=sleep(60000)"));
+        let mut run = env.spawn(
+            "k2-admin",
+            &[
+                "maintain",
+                "compact",
+                "--table",
+                "trades",
+                "--older-than",
+                "0s",
+            ],
+            &log,
+        );
+        env.vars.pop();
+        wait_until(
+            &env,
+            &log,
+            &format!("stopped at {point}"),
+            Duration::from_secs(60),
+            || env.log(&log).contains(&format!("fail_point=\"{point}\"")),
+        );
+        run.kill().unwrap();
+        run.wait().unwrap();
+        assert_exactly_once(
+            &rt_scan(&env, "trades"),
+            &expected,
+            &format!("after kill -9 at {point}"),
+        );
+        assert!(
+            snapshots(&env).len() == 6,
+            "nothing committed by a compaction killed at {point}"
+        );
+    }
+    // Then at random moments, each step stretched by 300 ms so that the moments fall all
+    // over the run (it takes a few milliseconds otherwise).
+    env.var(
+        "FAILPOINTS",
+        "compact-after-write=sleep(300);compact-after-stage=sleep(300);\
+         commit-after-metadata-write=sleep(300)",
+    );
+    let mut rng = rand::rng();
+    let mut killed_before_the_end = 0;
+    for i in 0..5 {
+        let log = format!("compact-{i}.log");
+        let mut run = env.spawn(
+            "k2-admin",
+            &[
+                "maintain",
+                "compact",
+                "--table",
+                "trades",
+                "--older-than",
+                "0s",
+            ],
+            &log,
+        );
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..1_500)));
+        if run.try_wait().unwrap().is_none() {
+            killed_before_the_end += 1;
+        }
+        run.kill().unwrap();
+        run.wait().unwrap();
+        assert_exactly_once(
+            &rt_scan(&env, "trades"),
+            &expected,
+            &format!("after kill {i}:\n{}", env.log(&log)),
+        );
+    }
+    env.vars.pop();
+    eprintln!("{killed_before_the_end} of 5 runs killed before they finished");
+    maintain(
+        &env,
+        &["compact", "--table", "trades", "--older-than", "0s"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let out = maintain(&env, &["all", "--table", "trades"]);
+    assert_exactly_once(
+        &rt_scan(&env, "trades"),
+        &expected,
+        &format!("after cleanup:\n{out}"),
+    );
+    let again = maintain(&env, &["clean", "--table", "trades", "--dry-run"]);
+    assert!(
+        again.contains(" 0 unreferenced would be deleted"),
+        "{again}"
+    );
+}
+
+/// A sink commit lands between staging a compaction and committing it (the compaction held
+/// at a fail point meanwhile): the compaction's commit conflicts, it stages again on the new
+/// head and lands; the sink's records and the compacted ones are all there, once.
+#[test]
+fn a_sink_commit_during_a_compaction_makes_it_stage_again() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.create_topics();
+    let mut expected = land_rounds(&env, 3, 300);
+    let log = "compact.log";
+    env.var("FAILPOINTS", "compact-after-stage=1*sleep(8000)");
+    let mut run = env.spawn(
+        "k2-admin",
+        &[
+            "maintain",
+            "compact",
+            "--table",
+            "trades",
+            "--older-than",
+            "0s",
+        ],
+        log,
+    );
+    env.vars.pop();
+    wait_until(
+        &env,
+        log,
+        "the compaction staged",
+        Duration::from_secs(60),
+        || env.log(log).contains("fail_point=\"compact-after-stage\""),
+    );
+    expected.extend(produce(
+        &k2_tests::runtime(),
+        &Feed::new(),
+        &asx_trades(&env, 5_000, 300),
+    ));
+    env.sink_once(&[], Duration::from_secs(120));
+    let status = wait_exit(&mut run, Duration::from_secs(60));
+    let text = env.log(log);
+    assert!(status.success(), "{status}:\n{text}");
+    assert!(
+        text.contains("compaction conflicted with another commit; staging again"),
+        "{text}"
+    );
+    assert_exactly_once(&rt_scan(&env, "trades"), &expected, "after the conflict");
 }

@@ -109,39 +109,6 @@ fn check_quote_values(scanned: &Scanned, expected: &BTreeMap<Key, Quote>) {
     }
 }
 
-/// Each data file sits in the partition of its rows and is sorted by (symbol, timestamp).
-fn check_files(scanned: &Scanned) {
-    assert!(!scanned.files.is_empty());
-    for path in &scanned.files {
-        let batches = tables::read_data_file(path);
-        let mut last: Option<(String, i64)> = None;
-        for b in &batches {
-            let symbol = tables::strings(b, "symbol");
-            let exchange = tables::strings(b, "exchange");
-            let ts = tables::timestamps(b, "exchange_timestamp");
-            for r in 0..b.num_rows() {
-                let day = chrono::DateTime::from_timestamp_micros(ts.value(r))
-                    .unwrap()
-                    .date_naive();
-                assert!(
-                    path.contains(&format!("exchange={}", exchange.value(r)))
-                        && path.contains(&format!("={day}")),
-                    "row ({}, {day}) in file {path}",
-                    exchange.value(r)
-                );
-                let key = (symbol.value(r).to_string(), ts.value(r));
-                if let Some(prev) = &last {
-                    assert!(
-                        *prev <= key,
-                        "{path} is not sorted: {prev:?} before {key:?}"
-                    );
-                }
-                last = Some(key);
-            }
-        }
-    }
-}
-
 #[test]
 fn lands_every_record_once_with_values_partitions_and_sort_order() {
     let env = TestEnv::ready(3, 2, "1s");
@@ -159,8 +126,8 @@ fn lands_every_record_once_with_values_partitions_and_sort_order() {
     assert_exactly_once(&quotes, &quote_keys, "quotes after the first run");
     check_trade_values(&trades, &first.trades);
     check_quote_values(&quotes, &first.quotes);
-    check_files(&trades);
-    check_files(&quotes);
+    tables::check_files(&trades);
+    tables::check_files(&quotes);
     let summary = trades.snapshots.last().expect("a snapshot");
     assert!(summary.contains_key("k2.kafka-offsets"), "{summary:?}");
     assert_eq!(summary["k2.consumer-group"], env.group);

@@ -61,6 +61,10 @@ enum Command {
         /// Report what would be done; change nothing.
         #[arg(long, global = true)]
         dry_run: bool,
+        /// Compact partitions whose day ended at least this long ago (overrides
+        /// `maintenance.compact_after`; `0s`: every partition, today's included).
+        #[arg(long, global = true, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
     },
 }
 
@@ -71,7 +75,9 @@ enum MaintainStep {
     Expire,
     /// Delete files no snapshot references, older than `maintenance.orphan_min_age`.
     Clean,
-    /// Expire, then clean.
+    /// Rewrite each closed day partition into few large files sorted by symbol and time.
+    Compact,
+    /// Compact, expire, then clean.
     All,
 }
 
@@ -93,6 +99,8 @@ const PROGRAM: Program = Program("k2-admin");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Fail points named in FAILPOINTS, in builds with the `failpoints` feature (tests).
+    let _fail_points = fail::FailScenario::setup();
     let started = match PROGRAM.start(&cli.config, true) {
         Ok(s) => s,
         Err(code) => return code,
@@ -155,7 +163,8 @@ async fn run(
             step,
             table,
             dry_run,
-        } => maintain::run(config, step, table.as_deref(), dry_run).await,
+            older_than,
+        } => maintain::run(config, step, table.as_deref(), dry_run, older_than).await,
         Command::Schemas {
             action: SchemasAction::Register,
         } => {

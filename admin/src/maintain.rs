@@ -2,10 +2,12 @@
 //! A failing table does not stop the others; the exit code says whether any failed.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k2_common::config::K2Config;
+use k2_maintain::compact;
 use k2_maintain::expire::{self, Retention};
+use k2_maintain::metadata_commit::MetadataCommitter;
 use k2_maintain::orphans;
 
 use super::MaintainStep;
@@ -15,12 +17,38 @@ pub async fn run(
     step: MaintainStep,
     table: Option<&str>,
     dry_run: bool,
+    older_than: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let tables = k2_maintain::tables(table).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     let catalog = k2_common::catalog::connect(config).await?;
     let policy = &config.maintenance;
+    let committer = if matches!(step, MaintainStep::Compact | MaintainStep::All) {
+        Some(MetadataCommitter::connect(config).await?)
+    } else {
+        None
+    };
     let mut failed = false;
     for ident in &tables {
+        if let Some(committer) = &committer {
+            let started = Instant::now();
+            let policy = compact::Policy::new(policy, older_than);
+            let compacted = compact::compact(
+                catalog.as_ref(),
+                committer,
+                ident,
+                policy,
+                chrono::Utc::now(),
+                dry_run,
+            )
+            .await;
+            match compacted {
+                Ok(done) => println!("{done} ({:.1}s)", started.elapsed().as_secs_f64()),
+                Err(e) => {
+                    failed = true;
+                    println!("FAILED: compact {e}");
+                }
+            }
+        }
         if matches!(step, MaintainStep::Expire | MaintainStep::All) {
             let started = Instant::now();
             let retention = Retention::new(policy, chrono::Utc::now());

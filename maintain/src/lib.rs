@@ -7,8 +7,24 @@
 //! The sink's exactly-once offsets live in a table property written with each of its
 //! commits, so expiring the snapshots that carried them loses nothing.
 
+/// A named point where a test can make this process stop (`FAILPOINTS=<name>=sleep(60000)`,
+/// then kill -9): logged when reached, so the test knows where it stopped. Nothing at all
+/// without the `failpoints` feature.
+macro_rules! fail_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        tracing::info!(fail_point = $name, "at a fail point");
+        fail::fail_point!($name);
+    };
+}
+pub(crate) use fail_point;
+
+pub mod compact;
 pub mod expire;
+pub mod metadata_commit;
 pub mod orphans;
+pub mod replace;
+mod rest_commit;
 mod retry;
 
 use iceberg::{NamespaceIdent, TableIdent};

@@ -166,6 +166,25 @@ pub async fn write_data_files(
     batches: &[RecordBatch],
     file_prefix: &str,
 ) -> Result<Vec<DataFile>, Error> {
+    write_sorted(
+        table,
+        day_partitioned,
+        batches,
+        file_prefix,
+        TARGET_FILE_SIZE,
+    )
+    .await
+}
+
+/// [`write_data_files`] rolling to a new file at `target_file_size` bytes (compaction picks
+/// its own size).
+pub async fn write_sorted(
+    table: &Table,
+    day_partitioned: bool,
+    batches: &[RecordBatch],
+    file_prefix: &str,
+    target_file_size: usize,
+) -> Result<Vec<DataFile>, Error> {
     // Batches read before a schema evolution lack the new columns: write every batch in
     // the table's current schema, the missing columns null.
     let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
@@ -191,7 +210,7 @@ pub async fn write_data_files(
     let parquet = ParquetWriterBuilder::new(writer_properties(), table_schema.clone());
     let rolling = RollingFileWriterBuilder::new(
         parquet,
-        TARGET_FILE_SIZE,
+        target_file_size,
         table.file_io().clone(),
         DefaultLocationGenerator::new(metadata)?,
         DefaultFileNameGenerator::new(file_prefix.to_string(), None, DataFileFormat::Parquet),

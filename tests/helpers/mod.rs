@@ -201,8 +201,10 @@ fn newest_source(root: &Path, binary: &str) -> std::time::SystemTime {
     // the binary being relinked). Examples (`examples/NAME`) are the query module's.
     let own = match binary.strip_prefix("examples/") {
         Some(_) => vec!["query/src".to_string(), "query/examples".to_string()],
-        // k2-admin also links the maintenance crate.
-        None if binary == "k2-admin" => vec!["admin/src".to_string(), "maintain/src".to_string()],
+        // k2-admin also links the maintenance crate, which links the sink's writer.
+        None if binary == "k2-admin" => ["admin/src", "maintain/src", "sink/src"]
+            .map(String::from)
+            .to_vec(),
         None => vec![format!(
             "{}/src",
             binary.strip_prefix("k2-").unwrap_or(binary)

@@ -139,3 +139,36 @@ pub fn timestamps<'a>(b: &'a RecordBatch, name: &str) -> &'a TimestampMicrosecon
 pub fn opt_decimal(a: &Decimal128Array, i: usize) -> Option<i128> {
     a.is_valid(i).then(|| a.value(i))
 }
+
+/// Each data file sits in the partition of its rows and is sorted by (symbol, timestamp).
+pub fn check_files(scanned: &Scanned) {
+    assert!(!scanned.files.is_empty());
+    for path in &scanned.files {
+        let batches = read_data_file(path);
+        let mut last: Option<(String, i64)> = None;
+        for b in &batches {
+            let symbol = strings(b, "symbol");
+            let exchange = strings(b, "exchange");
+            let ts = timestamps(b, "exchange_timestamp");
+            for r in 0..b.num_rows() {
+                let day = chrono::DateTime::from_timestamp_micros(ts.value(r))
+                    .unwrap()
+                    .date_naive();
+                assert!(
+                    path.contains(&format!("exchange={}", exchange.value(r)))
+                        && path.contains(&format!("={day}")),
+                    "row ({}, {day}) in file {path}",
+                    exchange.value(r)
+                );
+                let key = (symbol.value(r).to_string(), ts.value(r));
+                if let Some(prev) = &last {
+                    assert!(
+                        *prev <= key,
+                        "{path} is not sorted: {prev:?} before {key:?}"
+                    );
+                }
+                last = Some(key);
+            }
+        }
+    }
+}

@@ -393,6 +393,13 @@ pub struct MaintenanceConfig {
     /// of it, so no file an in-flight commit is about to reference is ever deleted.
     #[serde(with = "humantime_serde")]
     pub orphan_min_age: Duration,
+    /// A day partition is compacted once this long has passed since the end of its day
+    /// (UTC, the partition's day): late data has stopped arriving by then.
+    #[serde(with = "humantime_serde")]
+    pub compact_after: Duration,
+    /// Compaction rewrites a partition into files of about this size (it also bounds the
+    /// rows held in memory at once: about this much compressed Parquet).
+    pub target_file_size: ByteSize,
 }
 
 impl Default for MaintenanceConfig {
@@ -401,6 +408,8 @@ impl Default for MaintenanceConfig {
             snapshot_retention: Duration::from_secs(7 * 86_400),
             min_snapshots: 10,
             orphan_min_age: Duration::from_secs(3 * 86_400),
+            compact_after: Duration::from_secs(6 * 3600),
+            target_file_size: ByteSize::mib(256),
         }
     }
 }
@@ -648,6 +657,13 @@ impl K2Config {
                 "a duration of at least 2s (hours or days in production: longer than any \
                  commit takes)",
                 format!("{:?}", m.orphan_min_age),
+            );
+        }
+        if m.target_file_size.as_u64() < 1024 * 1024 {
+            return invalid(
+                "maintenance.target_file_size",
+                "at least 1 MiB (e.g. \"256 MiB\")",
+                m.target_file_size.to_string(),
             );
         }
         let loc = &self.warehouse.location;
