@@ -9,8 +9,8 @@ use futures::TryStreamExt;
 use iceberg::{NamespaceIdent, TableIdent};
 use k2_tests::feed::{self, ASX_SYMBOLS, Feed};
 use k2_tests::sink::{
-    BackgroundFeed, Key, assert_exactly_once, produce, rt_scan, signal, trades_and_quotes,
-    wait_exit, wait_for_assignment, wait_until,
+    BackgroundFeed, Key, assert_exactly_once, metrics_address, produce, rt_scan, scrape_counter,
+    signal, trades_and_quotes, wait_exit, wait_for_assignment, wait_until,
 };
 use k2_tests::tables::{self, Scanned};
 use k2_tests::{TestEnv, ensure_services, stderr, stdout};
@@ -382,7 +382,9 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
 
     let out = maintain(&env, &["compact", "--older-than", "0s"]);
     assert!(
-        out.contains("partitions compacted") && !out.contains("trades: 0 partitions"),
+        out.contains("partitions compacted")
+            && !out.contains("trades: 0 partitions")
+            && !out.contains("left for the next run"),
         "{out}"
     );
     assert_eq!(
@@ -622,4 +624,33 @@ fn a_sink_commit_during_a_compaction_makes_it_stage_again() {
         "{text}"
     );
     assert_exactly_once(&rt_scan(&env, "trades"), &expected, "after the conflict");
+}
+
+/// `maintain all --every 1s` runs again and again, serves its metrics, and stops cleanly on
+/// SIGTERM.
+#[test]
+fn scheduled_maintenance_runs_until_told_to_stop_and_reports_metrics() {
+    ensure_services();
+    let env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.create_topics();
+    land_rounds(&env, 2, 200);
+    let log = "maintain.log";
+    let mut run = env.spawn(
+        "k2-admin",
+        &["maintain", "all", "--older-than", "0s", "--every", "1s"],
+        log,
+    );
+    let address = metrics_address(&env, log);
+    // Three steps over four tables per run.
+    wait_until(&env, log, "two runs", Duration::from_secs(60), || {
+        scrape_counter(&address, "k2_maintenance_runs_total") >= 24
+    });
+    assert!(scrape_counter(&address, "k2_maintenance_files_rewritten_total") >= 2);
+    assert!(scrape_counter(&address, "k2_maintenance_partitions_compacted_total") >= 1);
+    signal(&run, "TERM");
+    let status = wait_exit(&mut run, Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", env.log(log));
+    let text = env.log(log);
+    assert!(!text.contains("FAILED"), "{text}");
 }

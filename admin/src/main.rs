@@ -65,6 +65,10 @@ enum Command {
         /// `maintenance.compact_after`; `0s`: every partition, today's included).
         #[arg(long, global = true, value_parser = humantime::parse_duration)]
         older_than: Option<std::time::Duration>,
+        /// Run again and again, this long apart, until SIGTERM or Ctrl-C; serve the
+        /// maintenance metrics on `metrics.address` meanwhile.
+        #[arg(long, global = true, value_parser = humantime::parse_duration)]
+        every: Option<std::time::Duration>,
     },
 }
 
@@ -164,7 +168,17 @@ async fn run(
             table,
             dry_run,
             older_than,
-        } => maintain::run(config, step, table.as_deref(), dry_run, older_than).await,
+            every,
+        } => {
+            let request = maintain::Request {
+                step,
+                table,
+                dry_run,
+                older_than,
+                every,
+            };
+            maintain::run(config, request).await
+        }
         Command::Schemas {
             action: SchemasAction::Register,
         } => {

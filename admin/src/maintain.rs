@@ -1,95 +1,174 @@
-//! `k2-admin maintain`: each step over each table, a line per table of what it did.
-//! A failing table does not stop the others; the exit code says whether any failed.
+//! `k2-admin maintain`: each step over each table, a line per table of what it did. A
+//! failing table does not stop the others; the exit code says whether any failed. With
+//! `--every`, the steps run again and again until SIGTERM or Ctrl-C (which let the current
+//! run finish), and their metrics are served on `metrics.address`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iceberg::{Catalog, TableIdent};
 use k2_common::config::K2Config;
 use k2_maintain::compact;
 use k2_maintain::expire::{self, Retention};
+use k2_maintain::instrumentation::MaintenanceMetrics;
 use k2_maintain::metadata_commit::MetadataCommitter;
 use k2_maintain::orphans;
 
 use super::MaintainStep;
 
-pub async fn run(
-    config: &K2Config,
-    step: MaintainStep,
-    table: Option<&str>,
-    dry_run: bool,
-    older_than: Option<Duration>,
-) -> anyhow::Result<ExitCode> {
-    let tables = k2_maintain::tables(table).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+/// What was asked on the command line.
+pub struct Request {
+    pub step: MaintainStep,
+    pub table: Option<String>,
+    pub dry_run: bool,
+    pub older_than: Option<Duration>,
+    pub every: Option<Duration>,
+}
+
+/// Everything a run needs, connected once.
+struct Maintainer<'a> {
+    config: &'a K2Config,
+    request: &'a Request,
+    tables: Vec<TableIdent>,
+    catalog: Arc<dyn Catalog>,
+    committer: Option<Arc<MetadataCommitter>>,
+    metrics: MaintenanceMetrics,
+}
+
+pub async fn run(config: &K2Config, request: Request) -> anyhow::Result<ExitCode> {
+    let tables = k2_maintain::tables(request.table.as_deref())
+        .map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     let catalog = k2_common::catalog::connect(config).await?;
-    let policy = &config.maintenance;
-    let committer = if matches!(step, MaintainStep::Compact | MaintainStep::All) {
+    let committer = if matches!(request.step, MaintainStep::Compact | MaintainStep::All) {
         Some(MetadataCommitter::connect(config).await?)
     } else {
         None
     };
-    let mut failed = false;
-    for ident in &tables {
-        if let Some(committer) = &committer {
-            let started = Instant::now();
-            let policy = compact::Policy::new(policy, older_than);
-            let compacted = compact::compact(
-                catalog.as_ref(),
-                committer,
-                ident,
-                policy,
-                chrono::Utc::now(),
-                dry_run,
-            )
-            .await;
-            match compacted {
-                Ok(done) => println!("{done} ({:.1}s)", started.elapsed().as_secs_f64()),
-                Err(e) => {
-                    failed = true;
-                    println!("FAILED: compact {e}");
-                }
+    let m = Maintainer {
+        config,
+        request: &request,
+        tables,
+        catalog,
+        committer,
+        metrics: MaintenanceMetrics::new(),
+    };
+    let Some(every) = request.every else {
+        return Ok(if m.run_once().await {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    };
+    if let Some(addr) = config.metrics.address {
+        let registry = m.metrics.registry();
+        tokio::spawn(async move {
+            if let Err(e) = k2_common::metrics::serve(registry, addr).await {
+                tracing::error!(error = %e, %addr, "cannot serve metrics");
             }
-        }
-        if matches!(step, MaintainStep::Expire | MaintainStep::All) {
-            let started = Instant::now();
-            let retention = Retention::new(policy, chrono::Utc::now());
-            match expire::expire(catalog.as_ref(), ident, retention, dry_run).await {
-                Ok(done) => println!("{done} ({:.1}s)", started.elapsed().as_secs_f64()),
-                Err(e) => {
-                    failed = true;
-                    println!("FAILED: expire {e}");
-                }
-            }
-        }
-        if matches!(step, MaintainStep::Clean | MaintainStep::All) {
-            let started = Instant::now();
-            let cleaned = orphans::clean(
-                config,
-                catalog.as_ref(),
-                ident,
-                policy.orphan_min_age,
-                chrono::Utc::now(),
-                dry_run,
-            )
-            .await;
-            match cleaned {
-                Ok(done) => {
-                    println!("{done} ({:.1}s)", started.elapsed().as_secs_f64());
-                    if dry_run {
-                        for (uri, bytes) in &done.orphans {
-                            println!("  {uri} ({bytes} bytes)");
-                        }
-                    }
-                }
-                Err(e) => {
-                    failed = true;
-                    println!("FAILED: clean {e}");
-                }
+        });
+    }
+    let mut stop = std::pin::pin!(stop_signal());
+    loop {
+        let ok = m.run_once().await;
+        tracing::info!(ok, next_in = ?every, "maintenance run done");
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut stop => {
+                tracing::info!("stop signal: no further runs");
+                return Ok(ExitCode::SUCCESS);
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+impl Maintainer<'_> {
+    /// Every step asked for, over every table: compact, expire, clean. False if any failed.
+    async fn run_once(&self) -> bool {
+        let policy = &self.config.maintenance;
+        let dry_run = self.request.dry_run;
+        let step = self.request.step;
+        let mut ok = true;
+        for ident in &self.tables {
+            let table = ident.to_string();
+            if let Some(committer) = &self.committer {
+                let started = Instant::now();
+                let compacted = compact::compact(
+                    self.catalog.as_ref(),
+                    committer,
+                    ident,
+                    compact::Policy::new(policy, self.request.older_than),
+                    chrono::Utc::now(),
+                    dry_run,
+                )
+                .await;
+                ok &= self.report("compact", &table, started, compacted, |d| {
+                    self.metrics.compacted(d)
+                });
+            }
+            if matches!(step, MaintainStep::Expire | MaintainStep::All) {
+                let started = Instant::now();
+                let retention = Retention::new(policy, chrono::Utc::now());
+                let expired =
+                    expire::expire(self.catalog.as_ref(), ident, retention, dry_run).await;
+                ok &= self.report("expire", &table, started, expired, |d| {
+                    self.metrics.expired(d)
+                });
+            }
+            if matches!(step, MaintainStep::Clean | MaintainStep::All) {
+                let started = Instant::now();
+                let cleaned = orphans::clean(
+                    self.config,
+                    self.catalog.as_ref(),
+                    ident,
+                    policy.orphan_min_age,
+                    chrono::Utc::now(),
+                    dry_run,
+                )
+                .await;
+                if let (Ok(done), true) = (&cleaned, dry_run) {
+                    for (uri, bytes) in &done.orphans {
+                        println!("  {uri} ({bytes} bytes)");
+                    }
+                }
+                ok &= self.report("clean", &table, started, cleaned, |d| {
+                    self.metrics.cleaned(d)
+                });
+            }
+        }
+        ok
+    }
+
+    /// Prints one step's line, counts it; true if it succeeded.
+    fn report<T: std::fmt::Display>(
+        &self,
+        step: &str,
+        table: &str,
+        started: Instant,
+        result: Result<T, k2_maintain::MaintainError>,
+        count: impl FnOnce(&T),
+    ) -> bool {
+        let ok = result.is_ok();
+        match result {
+            Ok(done) => {
+                println!("{done} ({:.1}s)", started.elapsed().as_secs_f64());
+                if !self.request.dry_run {
+                    count(&done);
+                }
+            }
+            Err(e) => println!("FAILED: {step} {e}"),
+        }
+        self.metrics.ran(step, table, ok);
+        ok
+    }
 }

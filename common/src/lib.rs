@@ -1,10 +1,12 @@
 //! K2's shared foundation: configuration, topic naming and subscriptions, the Avro schemas,
-//! the Schema Registry client, catalog connection, logging and the retry policy.
+//! the Schema Registry client, catalog connection, logging, serving metrics and the retry
+//! policy.
 
 pub mod catalog;
 pub mod config;
 pub mod data_type;
 pub mod logging;
+pub mod metrics;
 pub mod records;
 pub mod registry;
 pub mod retry;

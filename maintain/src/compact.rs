@@ -15,12 +15,13 @@
 //! same way if compaction lands first, and retries. A crash before the catalog commit
 //! leaves the table as it was and the written files as orphans for [`crate::orphans`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataContentType, DataFile, Literal, PrimitiveLiteral, Struct, Transform};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
@@ -28,7 +29,7 @@ use k2_common::config::MaintenanceConfig;
 use k2_common::retry::Backoff;
 
 use crate::metadata_commit::{CommitError, MetadataCommitter};
-use crate::replace::{self, StageError};
+use crate::replace::{self, ManifestCache, StageError};
 use crate::{MaintainError, retry};
 
 /// Commit attempts per partition before compaction leaves it for the next run.
@@ -125,6 +126,9 @@ pub async fn compact(
     };
     let partitions =
         retry::catalog(&name, "reading the table's files", || live_files(&table)).await?;
+    // Planned once: the scan tasks of every live file, to read any group from.
+    let tasks = retry::catalog(&name, "planning the table's files", || plan_tasks(&table)).await?;
+    let mut manifests = ManifestCache::default();
     for (partition, files) in partitions {
         if !closed(&partition, day_field, policy.closed_after, now) {
             continue;
@@ -141,7 +145,17 @@ pub async fn compact(
         if dry_run {
             continue;
         }
-        match rewrite_partition(catalog, committer, ident, &table, &groups, policy).await {
+        let rewritten = rewrite_partition(
+            catalog,
+            committer,
+            ident,
+            (&table, &tasks),
+            &groups,
+            policy,
+            &mut manifests,
+        )
+        .await;
+        match rewritten {
             Ok(Some(added)) => {
                 done.files_after += added.len();
                 done.bytes_after += added.iter().map(DataFile::file_size_in_bytes).sum::<u64>();
@@ -169,9 +183,10 @@ async fn rewrite_partition(
     catalog: &dyn Catalog,
     committer: &MetadataCommitter,
     ident: &TableIdent,
-    table: &Table,
+    (table, tasks): (&Table, &HashMap<String, FileScanTask>),
     groups: &[Vec<Live>],
     policy: Policy,
+    manifests: &mut ManifestCache,
 ) -> Result<Option<Vec<DataFile>>, MaintainError> {
     let name = ident.to_string();
     let started = Instant::now();
@@ -183,7 +198,7 @@ async fn rewrite_partition(
             .iter()
             .map(|l| l.file.file_path().to_string())
             .collect();
-        let batches = read_files(table, &paths)
+        let batches = read_files(table, tasks, &paths)
             .await
             .map_err(|e| catalog_error(&name, "reading files to compact", e))?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -217,13 +232,15 @@ async fn rewrite_partition(
     }
     crate::fail_point!("compact-after-write");
     let mut backoff = Backoff::new();
-    let mut current = table.clone();
+    // The table as it is now (earlier partitions of this run have committed since it was
+    // first loaded).
+    let mut current = reload(catalog, ident).await?;
     for attempt in 1..=COMMIT_ATTEMPTS {
         if started.elapsed() > policy.max_file_age {
             tracing::warn!(table = %name, "compacted files are too old to commit safely; left for the next run");
             return Ok(None);
         }
-        let staged = match replace::stage(&current, &removed, added.clone()).await {
+        let staged = match replace::stage(&current, &removed, added.clone(), manifests).await {
             Ok(s) => s,
             Err(StageError::InputGone(file)) => {
                 tracing::warn!(table = %name, file, "an input file is gone; partition left for the next run");
@@ -283,23 +300,39 @@ fn catalog_error(table: &str, what: &'static str, e: iceberg::Error) -> Maintain
     }
 }
 
+/// The scan task of every live data file of the table's current snapshot, by path.
+async fn plan_tasks(table: &Table) -> iceberg::Result<HashMap<String, FileScanTask>> {
+    table
+        .scan()
+        .select_all()
+        .build()?
+        .plan_files()
+        .await?
+        .map_ok(|t| (t.data_file_path.clone(), t))
+        .try_collect()
+        .await
+}
+
 /// The rows of these data files, in the table's current schema.
 async fn read_files(
     table: &Table,
+    tasks: &HashMap<String, FileScanTask>,
     paths: &HashSet<String>,
 ) -> iceberg::Result<Vec<arrow_array::RecordBatch>> {
-    let scan = table.scan().select_all().build()?;
-    let tasks: Vec<_> = scan
-        .plan_files()
-        .await?
-        .try_filter(|t| futures::future::ready(paths.contains(&t.data_file_path)))
-        .try_collect()
-        .await?;
-    let stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+    let mut chosen = Vec::with_capacity(paths.len());
+    for p in paths {
+        let task = tasks.get(p).ok_or_else(|| {
+            iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                format!("{p} is not in the planned scan"),
+            )
+        })?;
+        chosen.push(Ok(task.clone()));
+    }
     table
         .reader_builder()
         .build()
-        .read(stream)?
+        .read(futures::stream::iter(chosen).boxed())?
         .stream()
         .try_collect()
         .await

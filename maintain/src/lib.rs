@@ -13,7 +13,9 @@
 macro_rules! fail_point {
     ($name:literal) => {
         #[cfg(feature = "failpoints")]
-        tracing::info!(fail_point = $name, "at a fail point");
+        if fail::list().iter().any(|(n, _)| n == $name) {
+            tracing::info!(fail_point = $name, "at a fail point");
+        }
         fail::fail_point!($name);
     };
 }
@@ -21,6 +23,7 @@ pub(crate) use fail_point;
 
 pub mod compact;
 pub mod expire;
+pub mod instrumentation;
 pub mod metadata_commit;
 pub mod orphans;
 pub mod replace;

@@ -11,9 +11,10 @@
 //! swap for the upstream action when it ships.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, ManifestFile, ManifestListWriter,
+    DataContentType, DataFile, FormatVersion, Manifest, ManifestFile, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
@@ -32,6 +33,22 @@ pub enum StageError {
     Iceberg(#[from] iceberg::Error),
 }
 
+/// Manifests already read, by path: a manifest file never changes once written, and the
+/// partitions of one run are staged over mostly the same manifests.
+#[derive(Default)]
+pub struct ManifestCache(HashMap<String, Arc<Manifest>>);
+
+impl ManifestCache {
+    async fn load(&mut self, table: &Table, file: &ManifestFile) -> iceberg::Result<Arc<Manifest>> {
+        if let Some(m) = self.0.get(&file.manifest_path) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(file.load_manifest(table.file_io()).await?);
+        self.0.insert(file.manifest_path.clone(), m.clone());
+        Ok(m)
+    }
+}
+
 /// A snapshot ready to commit: what the metadata gains and what must still hold.
 pub struct Staged {
     pub snapshot_id: i64,
@@ -47,6 +64,7 @@ pub async fn stage(
     table: &Table,
     removed: &HashSet<String>,
     added: Vec<DataFile>,
+    manifests_read: &mut ManifestCache,
 ) -> Result<Staged, StageError> {
     let m = table.metadata();
     if m.format_version() != FormatVersion::V2 {
@@ -76,11 +94,15 @@ pub async fn stage(
     };
 
     let mut manifests: Vec<ManifestFile> = Vec::new();
+    // The manifests that list a replaced file are merged into one per partition spec: the
+    // replaced files as deleted, the others as existing. Merging (rather than one new
+    // manifest per old one) makes each compaction shrink the manifest list.
+    let mut merged: HashMap<i32, iceberg::spec::ManifestWriter> = HashMap::new();
     let mut found = HashSet::new();
     let (mut deleted_rows, mut deleted_bytes) = (0u64, 0u64);
     let list = table.manifest_list_reader(base).load().await?;
-    for (n, manifest_file) in list.entries().iter().enumerate() {
-        let manifest = manifest_file.load_manifest(file_io).await?;
+    for manifest_file in list.entries() {
+        let manifest = manifests_read.load(table, manifest_file).await?;
         let touched = manifest
             .entries()
             .iter()
@@ -89,21 +111,27 @@ pub async fn stage(
             manifests.push(manifest_file.clone());
             continue;
         }
-        let spec = m
-            .partition_spec_by_id(manifest_file.partition_spec_id)
-            .ok_or_else(|| {
-                StageError::Unsupported(format!(
-                    "manifest {} names partition spec {} the table does not have",
-                    manifest_file.manifest_path, manifest_file.partition_spec_id
-                ))
-            })?;
-        let mut writer = ManifestWriterBuilder::new(
-            file_io.new_output(manifest_path(n + 1))?,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
-        )
-        .build_v2_data();
+        let spec_id = manifest_file.partition_spec_id;
+        let writer = match merged.entry(spec_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let spec = m.partition_spec_by_id(spec_id).ok_or_else(|| {
+                    StageError::Unsupported(format!(
+                        "manifest {} names partition spec {spec_id} the table does not have",
+                        manifest_file.manifest_path
+                    ))
+                })?;
+                v.insert(
+                    ManifestWriterBuilder::new(
+                        file_io.new_output(manifest_path(spec_id as usize + 1))?,
+                        Some(snapshot_id),
+                        schema.clone(),
+                        spec.as_ref().clone(),
+                    )
+                    .build_v2_data(),
+                )
+            }
+        };
         for entry in manifest.entries() {
             if !entry.is_alive() {
                 // Deleted in an earlier snapshot: a rewritten manifest drops it.
@@ -129,6 +157,8 @@ pub async fn stage(
                 writer.add_existing_file(file, added_in, seq, entry.file_sequence_number)?;
             }
         }
+    }
+    for (_, writer) in merged {
         manifests.push(writer.write_manifest_file().await?);
     }
     if let Some(gone) = removed.iter().find(|p| !found.contains(*p)) {

@@ -196,36 +196,12 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
-        out
+        k2_common::metrics::encode(&self.registry)
     }
 
     /// Serves `/metrics` until the process ends.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        // The bound address, which differs from `addr` when that asked for port 0.
-        let bound = listener.local_addr()?;
-        tracing::info!(addr = %bound, "metrics endpoint listening");
-        let app = axum::Router::new()
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let m = self.clone();
-                    async move {
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            m.encode(),
-                        )
-                    }
-                }),
-            )
-            .route("/health", axum::routing::get(|| async { "ok\n" }));
-        axum::serve(listener, app).await
+        k2_common::metrics::serve(self.registry.clone(), addr).await
     }
 }
 
