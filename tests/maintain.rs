@@ -102,6 +102,42 @@ fn duckdb_reads(env: &TestEnv, snapshot: Option<i64>) -> (i64, i64) {
     .unwrap()
 }
 
+/// What PyIceberg (the Python implementation, through the same SQL catalog) finds in the
+/// trades table, at the current snapshot or at `snapshot`: (rows, sum of `kafka_offset`).
+fn pyiceberg_reads(env: &TestEnv, snapshot: Option<i64>) -> (i64, i64) {
+    let script = r#"
+import sys
+from pyiceberg.catalog.sql import SqlCatalog
+db, warehouse, snapshot = sys.argv[1], sys.argv[2], sys.argv[3]
+catalog = SqlCatalog("k2", uri=f"sqlite:///{db}", warehouse=warehouse)
+table = catalog.load_table("market_data.trades")
+scan = table.scan(snapshot_id=int(snapshot)) if snapshot else table.scan()
+offsets = scan.to_arrow().column("kafka_offset").to_pylist()
+print(len(offsets), sum(offsets))
+"#;
+    let out = std::process::Command::new(k2_tests::registry::python())
+        .args([
+            "-c",
+            script,
+            env.dir.path().join("state/catalog.db").to_str().unwrap(),
+            &format!(
+                "file://{}",
+                env.dir.path().join("state/warehouse").display()
+            ),
+            &snapshot.map_or(String::new(), |s| s.to_string()),
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "PyIceberg (scripts/bootstrap installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|v| v.parse::<i64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
 fn lineage_sums(keys: &[Key]) -> (i64, i64) {
     (keys.len() as i64, keys.iter().map(|k| k.2).sum())
 }
@@ -440,7 +476,7 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
         !text.contains("re-reading partition") && !text.contains("another writer advanced"),
         "the sink was fenced:\n{text}"
     );
-    // An independent reader agrees, now and as of the snapshot before the compaction.
+    // Two independent readers agree, now and as of the snapshot before the compaction.
     let trades_now = rt_scan(&env, "trades").lineage();
     assert_eq!(
         duckdb_reads(&env, None),
@@ -451,6 +487,16 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
         duckdb_reads(&env, Some(before)),
         lineage_sums(&rows_before),
         "iceberg_scan before the compaction"
+    );
+    assert_eq!(
+        pyiceberg_reads(&env, None),
+        lineage_sums(&trades_now),
+        "PyIceberg now"
+    );
+    assert_eq!(
+        pyiceberg_reads(&env, Some(before)),
+        lineage_sums(&rows_before),
+        "PyIceberg before the compaction"
     );
     // What the sink committed after the compaction is compacted by the next run; a run
     // after that finds nothing left to do.
