@@ -145,6 +145,14 @@ pub async fn compact(
         if dry_run {
             continue;
         }
+        // Progress, one line per partition as it starts and ends (a day of a large exchange
+        // takes minutes).
+        let started = Instant::now();
+        let (files, bytes) = (
+            inputs.len(),
+            inputs.iter().map(|f| f.file_size_in_bytes()).sum::<u64>(),
+        );
+        tracing::info!(table = %name, partition = %partition, files, bytes, groups = groups.len(), "compacting partition");
         let rewritten = rewrite_partition(
             catalog,
             committer,
@@ -157,6 +165,13 @@ pub async fn compact(
         .await;
         match rewritten {
             Ok(Some(added)) => {
+                tracing::info!(
+                    table = %name,
+                    partition = %partition,
+                    files_after = added.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "compacted partition"
+                );
                 done.files_after += added.len();
                 done.bytes_after += added.iter().map(DataFile::file_size_in_bytes).sum::<u64>();
             }
@@ -387,6 +402,24 @@ impl PartialOrd for PartitionKey {
 impl Ord for PartitionKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         format!("{:?}", self.0).cmp(&format!("{:?}", other.0))
+    }
+}
+
+impl fmt::Display for PartitionKey {
+    /// The partition's values, `/`-separated (`asx/16191`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let values: Vec<String> = self
+            .0
+            .fields()
+            .iter()
+            .map(|v| match v {
+                Some(Literal::Primitive(PrimitiveLiteral::String(s))) => s.clone(),
+                Some(Literal::Primitive(PrimitiveLiteral::Int(i))) => i.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => "null".into(),
+            })
+            .collect();
+        f.write_str(&values.join("/"))
     }
 }
 
