@@ -398,7 +398,8 @@ pub struct MaintenanceConfig {
     #[serde(with = "humantime_serde")]
     pub compact_after: Duration,
     /// Compaction rewrites a partition into files of about this size (it also bounds the
-    /// rows held in memory at once: about this much compressed Parquet).
+    /// rows held in memory at once: one group of input files of about this size, decoded to
+    /// Arrow — several times its compressed size).
     pub target_file_size: ByteSize,
 }
 
