@@ -700,3 +700,51 @@ fn scheduled_maintenance_runs_until_told_to_stop_and_reports_metrics() {
     let text = env.log(log);
     assert!(!text.contains("FAILED"), "{text}");
 }
+
+/// The catalog applies a compaction's commit but the reply is lost (a fail point returns an
+/// error after the swap): the retry finds its snapshot in the table and reports the
+/// partition compacted, committing nothing twice.
+#[test]
+fn a_compaction_whose_reply_was_lost_is_recognised_not_repeated() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env.create_topics();
+    let expected = land_rounds(&env, 3, 300);
+    let snapshots_before = snapshots(&env).len();
+    env.var("FAILPOINTS", "commit-lost-reply=1*return");
+    let run = env.run(
+        "k2-admin",
+        &[
+            "maintain",
+            "compact",
+            "--table",
+            "trades",
+            "--older-than",
+            "0s",
+        ],
+    );
+    env.vars.pop();
+    let (out, log) = (stdout(&run), stderr(&run));
+    assert!(run.status.success(), "{out}{log}");
+    assert!(
+        log.contains("an earlier attempt landed; not committing again"),
+        "{log}"
+    );
+    let partitions: usize = out
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        partitions >= 1 && !out.contains("left for the next run"),
+        "{out}"
+    );
+    assert_eq!(
+        snapshots(&env).len(),
+        snapshots_before + partitions,
+        "one replace snapshot per partition, none twice"
+    );
+    assert_exactly_once(&rt_scan(&env, "trades"), &expected, "after the lost reply");
+}

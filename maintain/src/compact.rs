@@ -250,7 +250,14 @@ async fn rewrite_partition(
     // The table as it is now (earlier partitions of this run have committed since it was
     // first loaded).
     let mut current = reload(catalog, ident).await?;
+    // The snapshot of an attempt whose outcome is unknown (its reply lost): if the table
+    // has it now, that attempt landed.
+    let mut unsure: Option<i64> = None;
     for attempt in 1..=COMMIT_ATTEMPTS {
+        if unsure.is_some_and(|id| current.metadata().snapshot_by_id(id).is_some()) {
+            tracing::info!(table = %name, "an earlier attempt landed; not committing again");
+            return Ok(Some(added));
+        }
         if started.elapsed() > policy.max_file_age {
             tracing::warn!(table = %name, "compacted files are too old to commit safely; left for the next run");
             return Ok(None);
@@ -278,12 +285,14 @@ async fn rewrite_partition(
             }
         };
         crate::fail_point!("compact-after-stage");
+        let snapshot_id = staged.snapshot_id;
         match committer.commit(catalog, ident, staged).await {
             Ok(()) => return Ok(Some(added)),
             Err(CommitError::Conflict) => {
                 tracing::info!(table = %name, attempt, "compaction conflicted with another commit; staging again");
             }
             Err(e) if attempt < COMMIT_ATTEMPTS => {
+                unsure = Some(snapshot_id);
                 backoff
                     .wait(&format!("{name}: committing the compaction"), &e)
                     .await;

@@ -105,6 +105,10 @@ impl MetadataCommitter {
                     // The metadata file written for it is an orphan for cleanup.
                     return Err(CommitError::Conflict);
                 }
+                // A test can make the reply of an applied commit get lost here.
+                fail::fail_point!("commit-lost-reply", |_| Err(CommitError::Rest(
+                    "the reply was lost (injected)".into()
+                )));
                 Ok(())
             }
             MetadataCommitter::Rest(rest) => rest.commit(ident, staged).await,
