@@ -15,6 +15,14 @@ use k2_tests::sink::{
 use k2_tests::tables::{self, Scanned};
 use k2_tests::{TestEnv, ensure_services, stderr, stdout};
 
+/// Services up, a fresh environment with two ASX and one Binance partitions per topic.
+fn small_env() -> TestEnv {
+    ensure_services();
+    let env = TestEnv::new();
+    env.set_partitions(2, 1);
+    env
+}
+
 fn trades_ident() -> TableIdent {
     TableIdent::new(NamespaceIdent::new("market_data".into()), "trades".into())
 }
@@ -147,9 +155,7 @@ fn lineage_sums(keys: &[Key]) -> (i64, i64) {
 /// neither re-reads nor doubles anything (its offsets live in a table property).
 #[test]
 fn expiry_beside_a_running_sink_keeps_the_window_and_loses_nothing() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.var("K2_SINK__COMMIT__INTERVAL", "300ms")
         .var("K2_MAINTENANCE__MIN_SNAPSHOTS", "2");
     env.create_topics();
@@ -157,16 +163,28 @@ fn expiry_beside_a_running_sink_keeps_the_window_and_loses_nothing() {
     let log = "sink.log";
     let mut sink = env.spawn("k2-sink", &[], log);
     wait_for_assignment(&env, log, &mut sink);
-    wait_until(&env, log, "20 snapshots", Duration::from_secs(90), || {
-        snapshots(&env).len() >= 20
-    });
+    // Snapshots spanning more than the margin below, so that some lie before the window
+    // whenever k2-admin reads its clock.
+    const MARGIN_MS: i64 = 15_000;
+    wait_until(
+        &env,
+        log,
+        "snapshots over 16 s",
+        Duration::from_secs(120),
+        || {
+            let s = snapshots(&env);
+            s.len() >= 2 && s[s.len() - 1].1 - s[0].1 > MARGIN_MS + 1_000
+        },
+    );
     let (pinned, pinned_ms) = *snapshots(&env).last().unwrap();
     let pinned_rows = lineage_at(&env, pinned);
     std::thread::sleep(Duration::from_secs(2));
 
-    // The window reaches 3 s before the pinned snapshot (the margin covers k2-admin's start).
+    // The window reaches MARGIN_MS before the pinned snapshot as seen from now; k2-admin
+    // reads its clock later, which only moves the window's start later (towards the pinned
+    // snapshot, reached only if the dry run and the start took longer than the margin).
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let window = format!("{}ms", now_ms - pinned_ms + 3_000);
+    let window = format!("{}ms", now_ms - pinned_ms + MARGIN_MS);
     env.var("K2_MAINTENANCE__SNAPSHOT_RETENTION", &window);
     let before = snapshots(&env);
     let dry = maintain(&env, &["expire", "--table", "trades", "--dry-run"]);
@@ -187,8 +205,8 @@ fn expiry_beside_a_running_sink_keeps_the_window_and_loses_nothing() {
         "the pinned snapshot is in the window"
     );
     assert!(
-        after.iter().all(|&(_, ts)| ts >= pinned_ms - 3_000 - 5_000),
-        "nothing older than the window (and its margin) is left:\n{out}"
+        after.iter().all(|&(_, ts)| ts >= pinned_ms - MARGIN_MS),
+        "nothing older than the window is left:\n{out}"
     );
     assert_eq!(
         lineage_at(&env, pinned),
@@ -358,9 +376,7 @@ fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
 
 #[test]
 fn cleanup_on_a_local_warehouse() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     cleanup_deletes_only_unreferenced_files_old_enough(&mut env);
 }
 
@@ -368,9 +384,7 @@ fn cleanup_on_a_local_warehouse() {
 /// be recognised as referenced (misread, every file would look like an orphan).
 #[test]
 fn cleanup_on_a_local_warehouse_with_a_tilde_in_its_path() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     let location = format!("file://{}/ware~house", env.dir.path().display());
     env.var("K2_WAREHOUSE__LOCATION", &location);
     cleanup_deletes_only_unreferenced_files_old_enough(&mut env);
@@ -378,18 +392,14 @@ fn cleanup_on_a_local_warehouse_with_a_tilde_in_its_path() {
 
 #[test]
 fn cleanup_on_an_s3_warehouse() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.use_s3_warehouse();
     cleanup_deletes_only_unreferenced_files_old_enough(&mut env);
 }
 
 #[test]
 fn cleanup_on_the_rest_catalog() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.use_rest_catalog();
     cleanup_deletes_only_unreferenced_files_old_enough(&mut env);
 }
@@ -401,9 +411,7 @@ fn cleanup_on_the_rest_catalog() {
 /// sink was never fenced nor re-read anything.
 #[test]
 fn compaction_beside_a_running_sink_keeps_every_row_once() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.var("K2_SINK__COMMIT__INTERVAL", "300ms");
     env.create_topics();
     let background = BackgroundFeed::start(&env, 400, 1);
@@ -520,9 +528,7 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
 #[test]
 fn kill_9_during_compaction_leaves_the_table_whole() {
     use rand::Rng;
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.var("K2_MAINTENANCE__ORPHAN_MIN_AGE", "2s")
         .var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1")
         .var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "0s");
@@ -629,9 +635,7 @@ fn kill_9_during_compaction_leaves_the_table_whole() {
 /// head and lands; the sink's records and the compacted ones are all there, once.
 #[test]
 fn a_sink_commit_during_a_compaction_makes_it_stage_again() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.create_topics();
     let mut expected = land_rounds(&env, 3, 300);
     let log = "compact.log";
@@ -676,9 +680,7 @@ fn a_sink_commit_during_a_compaction_makes_it_stage_again() {
 /// SIGTERM.
 #[test]
 fn scheduled_maintenance_runs_until_told_to_stop_and_reports_metrics() {
-    ensure_services();
-    let env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let env = small_env();
     env.create_topics();
     land_rounds(&env, 2, 200);
     let log = "maintain.log";
@@ -706,9 +708,7 @@ fn scheduled_maintenance_runs_until_told_to_stop_and_reports_metrics() {
 /// partition compacted, committing nothing twice.
 #[test]
 fn a_compaction_whose_reply_was_lost_is_recognised_not_repeated() {
-    ensure_services();
-    let mut env = TestEnv::new();
-    env.set_partitions(2, 1);
+    let mut env = small_env();
     env.create_topics();
     let expected = land_rounds(&env, 3, 300);
     let snapshots_before = snapshots(&env).len();
