@@ -16,6 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use k2_admin::{schemas, topics};
 
 mod maintain;
+mod progress;
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::registry::SchemaRegistryClient;
 use k2_common::startup::Program;
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Fail points named in FAILPOINTS, in builds with the `failpoints` feature (tests).
     let _fail_points = fail::FailScenario::setup();
-    let started = match PROGRAM.start(&cli.config, true) {
+    let started = match PROGRAM.start_logging_to(&cli.config, true, progress::LogWriter) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -14,6 +14,9 @@ use k2_maintain::expire::{self, Retention};
 use k2_maintain::instrumentation::MaintenanceMetrics;
 use k2_maintain::metadata_commit::MetadataCommitter;
 use k2_maintain::orphans;
+use k2_maintain::progress::{Progress, Silent};
+
+use crate::progress::CompactionBar;
 
 use super::MaintainStep;
 
@@ -34,6 +37,7 @@ struct Maintainer<'a> {
     catalog: Arc<dyn Catalog>,
     committer: Option<Arc<MetadataCommitter>>,
     metrics: MaintenanceMetrics,
+    bar: CompactionBar,
 }
 
 pub async fn run(config: &K2Config, request: Request) -> anyhow::Result<ExitCode> {
@@ -52,6 +56,7 @@ pub async fn run(config: &K2Config, request: Request) -> anyhow::Result<ExitCode
         catalog,
         committer,
         metrics: MaintenanceMetrics::new(),
+        bar: CompactionBar::default(),
     };
     let Some(every) = request.every else {
         return Ok(if m.run_once().await {
@@ -93,6 +98,15 @@ async fn stop_signal() {
 }
 
 impl Maintainer<'_> {
+    /// A bar for a person at a terminal; nothing for a schedule (`--every`) or a pipe.
+    fn progress(&self) -> &dyn Progress {
+        if self.request.every.is_none() && crate::progress::on_terminal() {
+            &self.bar
+        } else {
+            &Silent
+        }
+    }
+
     /// Every step asked for, over every table: compact, expire, clean. False if any failed.
     async fn run_once(&self) -> bool {
         let policy = &self.config.maintenance;
@@ -110,6 +124,7 @@ impl Maintainer<'_> {
                     compact::Policy::new(policy, self.request.older_than),
                     chrono::Utc::now(),
                     dry_run,
+                    self.progress(),
                 )
                 .await;
                 ok &= self.report("compact", &table, started, compacted, |d| {

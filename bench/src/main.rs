@@ -5,9 +5,11 @@
 mod ceiling;
 mod delivery;
 mod freshness;
+mod layout;
 mod measure;
 mod pipeline;
 mod query;
+mod table_costs;
 mod usage;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,10 @@ enum Command {
     FreshnessReport(freshness::Args),
     /// OHLCV questions: K2 against the read_parquet floor and iceberg_scan.
     Query(query::Args),
+    /// The one-symbol-day query over one day rewritten in each Parquet layout.
+    Layout(layout::Args),
+    /// Metadata size, scan planning and commit latency of the trades table as it is.
+    TableCosts(table_costs::Args),
 }
 
 /// The async runtime the measuring programs drive the catalog and DuckDB sessions with (two
@@ -52,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::Measure(a) => measure::run(a),
         Command::FreshnessReport(a) => freshness::run(a),
         Command::Query(a) => query::run(a),
+        Command::Layout(a) => layout::run(a),
+        Command::TableCosts(a) => table_costs::run(a),
     }
 }
 

@@ -49,12 +49,8 @@ fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
-fn floor_sql(req: &OhlcvRequest, src: &str) -> String {
-    let symbols: Vec<String> = req
-        .symbols
-        .iter()
-        .map(|s| format!("'{}'", s.replace('\'', "''")))
-        .collect();
+/// The OHLCV aggregate K2 runs (the same bucketing, UTC) over `src`, rows chosen by `filter`.
+pub fn ohlcv_sql(req: &OhlcvRequest, src: &str, filter: &str) -> String {
     let unit = match req.interval.unit {
         k2_query::ohlcv::IntervalUnit::Second => "second",
         k2_query::ohlcv::IntervalUnit::Minute => "minute",
@@ -73,10 +69,22 @@ fn floor_sql(req: &OhlcvRequest, src: &str) -> String {
                 CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
                 count(*) AS trades
          FROM {src}
-         WHERE exchange = '{}' AND list_contains([{}], symbol)
-           AND exchange_timestamp >= TIMESTAMPTZ '{}' AND exchange_timestamp < TIMESTAMPTZ '{}'
+         WHERE {filter}
          GROUP BY ALL ORDER BY symbol, bucket_start",
         req.interval.count,
+    )
+}
+
+/// The request's range as a WHERE clause with literals, in the shape K2 binds.
+fn literal_filter(req: &OhlcvRequest) -> String {
+    let symbols: Vec<String> = req
+        .symbols
+        .iter()
+        .map(|s| format!("'{}'", s.replace('\'', "''")))
+        .collect();
+    format!(
+        "exchange = '{}' AND list_contains([{}], symbol)
+           AND exchange_timestamp >= TIMESTAMPTZ '{}' AND exchange_timestamp < TIMESTAMPTZ '{}'",
         req.exchange,
         symbols.join(", "),
         req.from.to_rfc3339(),
@@ -84,35 +92,21 @@ fn floor_sql(req: &OhlcvRequest, src: &str) -> String {
     )
 }
 
-fn rows(batches: &[arrow::record_batch::RecordBatch]) -> usize {
-    batches.iter().map(|b| b.num_rows()).sum()
+fn floor_sql(req: &OhlcvRequest, src: &str) -> String {
+    ohlcv_sql(req, src, &literal_filter(req))
 }
 
-fn time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(Duration, T)> {
-    let t = Instant::now();
-    let v = f()?;
-    Ok((t.elapsed(), v))
+/// What a trades table holds: its row count, its busiest ASX symbol, every ASX symbol and
+/// its time span.
+pub struct Survey {
+    pub total: i64,
+    pub busiest: String,
+    pub all: Vec<String>,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = K2Config::load(&args.config)?;
-    let rt = crate::runtime()?;
-    let lake = rt.block_on(Lakehouse::open(&config))?;
-    let table = rt.block_on(lake.table("trades"))?;
-    let metadata_location = table
-        .metadata_location()
-        .context("the trades table has no metadata location")?
-        .to_string();
-    let history = rt.block_on(lake.snapshots("trades"))?;
-    anyhow::ensure!(
-        history.len() >= 2,
-        "the trades table needs at least two snapshots"
-    );
-    let middle = &history[history.len() / 2];
-    let as_of = middle.committed_at;
-
-    // The data: its day span, the busiest ASX symbol, every ASX symbol.
-    let session = rt.block_on(lake.session(Pin::Latest))?;
+pub fn survey(session: &k2_query::Session) -> anyhow::Result<Survey> {
     let total: i64 = session.sql("SELECT count(*) FROM trades", &[])?[0]
         .column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()
@@ -146,10 +140,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .as_primitive::<arrow::datatypes::Int64Type>()
             .value(0)
     };
-    let (first, last) = (
-        Utc.timestamp_micros(micros(0)).unwrap(),
-        Utc.timestamp_micros(micros(1)).unwrap(),
+    Ok(Survey {
+        total,
+        busiest,
+        all,
+        first: Utc.timestamp_micros(micros(0)).unwrap(),
+        last: Utc.timestamp_micros(micros(1)).unwrap(),
+    })
+}
+
+fn rows(batches: &[arrow::record_batch::RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+fn time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(Duration, T)> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((t.elapsed(), v))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = K2Config::load(&args.config)?;
+    let rt = crate::runtime()?;
+    let lake = rt.block_on(Lakehouse::open(&config))?;
+    let table = rt.block_on(lake.table("trades"))?;
+    let metadata_location = table
+        .metadata_location()
+        .context("the trades table has no metadata location")?
+        .to_string();
+    let history = rt.block_on(lake.snapshots("trades"))?;
+    anyhow::ensure!(
+        history.len() >= 2,
+        "the trades table needs at least two snapshots"
     );
+    let middle = &history[history.len() / 2];
+    let as_of = middle.committed_at;
+
+    let session = rt.block_on(lake.session(Pin::Latest))?;
+    let Survey {
+        total,
+        busiest,
+        all,
+        first,
+        last,
+    } = survey(&session)?;
     // A whole day in the middle of the data (one that exists in the as-of snapshot too).
     let day_start: DateTime<Utc> = {
         let mid = first + (as_of.min(last) - first) / 2;

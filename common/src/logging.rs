@@ -1,19 +1,29 @@
 //! Process-wide `tracing` set-up shared by every K2 binary.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured filter. Logs go to
 /// stderr so stdout stays free for command output.
 pub fn init(config: &LogConfig) {
+    init_with(config, std::io::stderr);
+}
+
+/// [`init`] writing through `writer`, which ends up on stderr: a program drawing progress
+/// there passes one that prints each line above its bars.
+pub fn init_with<W>(config: &LogConfig, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour codes only for a person at a terminal, never in files or collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // A second init (tests, embedded use) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -36,13 +36,27 @@ impl Program {
     /// error is printed (it names the file, the key and what was expected) and becomes
     /// exit code 2.
     pub fn start(self, path: &Path, with_topics: bool) -> Result<Started, ExitCode> {
+        self.start_logging_to(path, with_topics, std::io::stderr)
+    }
+
+    /// [`Program::start`] with log lines written through `writer` (see
+    /// [`crate::logging::init_with`]).
+    pub fn start_logging_to<W>(
+        self,
+        path: &Path,
+        with_topics: bool,
+        writer: W,
+    ) -> Result<Started, ExitCode>
+    where
+        W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+    {
         let config = K2Config::load(path).map_err(|e| self.usage(&e))?;
         let topics = if with_topics {
             Some(TopicsConfig::load(&config.topics_file).map_err(|e| self.usage(&e))?)
         } else {
             None
         };
-        crate::logging::init(&config.log);
+        crate::logging::init_with(&config.log, writer);
         Ok(Started { config, topics })
     }
 

@@ -29,6 +29,7 @@ use k2_common::config::MaintenanceConfig;
 use k2_common::retry::Backoff;
 
 use crate::metadata_commit::{CommitError, MetadataCommitter};
+use crate::progress::Progress;
 use crate::replace::{self, ManifestCache, StageError};
 use crate::{MaintainError, retry};
 
@@ -112,6 +113,7 @@ pub async fn compact(
     policy: Policy,
     now: DateTime<Utc>,
     dry_run: bool,
+    progress: &dyn Progress,
 ) -> Result<Compacted, MaintainError> {
     let name = ident.to_string();
     let table = retry::catalog(&name, "loading the table", || catalog.load_table(ident)).await?;
@@ -129,6 +131,7 @@ pub async fn compact(
     // Planned once: the scan tasks of every live file, to read any group from.
     let tasks = retry::catalog(&name, "planning the table's files", || plan_tasks(&table)).await?;
     let mut manifests = ManifestCache::default();
+    let mut closed_groups = Vec::new();
     for (partition, files) in partitions {
         if !closed(&partition, day_field, policy.closed_after, now) {
             continue;
@@ -142,9 +145,23 @@ pub async fn compact(
         done.files_before += inputs.len();
         done.bytes_before += inputs.iter().map(|f| f.file_size_in_bytes()).sum::<u64>();
         done.rows += inputs.iter().map(|f| f.record_count()).sum::<u64>();
-        if dry_run {
-            continue;
-        }
+        closed_groups.push((partition, groups));
+    }
+    if dry_run {
+        closed_groups.clear();
+    } else {
+        progress.started(&name, closed_groups.len(), done.bytes_before);
+    }
+    let finished = Finished(progress);
+    let run = Run {
+        catalog,
+        committer,
+        ident,
+        policy,
+        progress,
+    };
+    for (partition, groups) in closed_groups {
+        let inputs: Vec<&DataFile> = groups.iter().flatten().map(|l| &l.file).collect();
         // Progress, one line per partition as it starts and ends (a day of a large exchange
         // takes minutes).
         let started = Instant::now();
@@ -153,16 +170,10 @@ pub async fn compact(
             inputs.iter().map(|f| f.file_size_in_bytes()).sum::<u64>(),
         );
         tracing::info!(table = %name, partition = %partition, files, bytes, groups = groups.len(), "compacting partition");
-        let rewritten = rewrite_partition(
-            catalog,
-            committer,
-            ident,
-            (&table, &tasks),
-            &groups,
-            policy,
-            &mut manifests,
-        )
-        .await;
+        progress.partition(&partition.to_string());
+        let rewritten = run
+            .rewrite_partition((&table, &tasks), &groups, &mut manifests)
+            .await;
         match rewritten {
             Ok(Some(added)) => {
                 tracing::info!(
@@ -188,125 +199,151 @@ pub async fn compact(
         dry_run,
         "compaction"
     );
+    drop(finished);
     Ok(done)
 }
 
-/// Reads, sorts and writes each group again, then commits the partition's replacement.
-/// `None` when the inputs changed under it (left for the next run; what it wrote is an
-/// orphan).
-async fn rewrite_partition(
-    catalog: &dyn Catalog,
-    committer: &MetadataCommitter,
-    ident: &TableIdent,
-    (table, tasks): (&Table, &HashMap<String, FileScanTask>),
-    groups: &[Vec<Live>],
-    policy: Policy,
-    manifests: &mut ManifestCache,
-) -> Result<Option<Vec<DataFile>>, MaintainError> {
-    let name = ident.to_string();
-    let started = Instant::now();
-    let prefix = format!("k2-compact-{}", uuid::Uuid::new_v4().simple());
-    let mut added = Vec::new();
-    let mut removed = HashSet::new();
-    for (n, group) in groups.iter().enumerate() {
-        let paths: HashSet<String> = group
-            .iter()
-            .map(|l| l.file.file_path().to_string())
-            .collect();
-        let batches = read_files(table, tasks, &paths)
-            .await
-            .map_err(|e| catalog_error(&name, "reading files to compact", e))?;
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let expected: u64 = group.iter().map(|l| l.file.record_count()).sum();
-        if rows != expected {
-            return Err(MaintainError::Table {
-                table: name,
-                message: format!(
-                    "read {rows} rows from files that hold {expected}: not compacting"
-                ),
-            });
-        }
-        let written = k2_sink::writer::write_sorted(
-            table,
-            true,
-            &batches,
-            &format!("{prefix}-{n}"),
-            policy.target_file_size as usize,
-        )
-        .await
-        .map_err(|e| catalog_error(&name, "writing compacted files", e))?;
-        let written_rows: u64 = written.iter().map(DataFile::record_count).sum();
-        if written_rows != expected {
-            return Err(MaintainError::Table {
-                table: name,
-                message: format!("wrote {written_rows} rows for {expected}: not committing"),
-            });
-        }
-        added.extend(written);
-        removed.extend(paths);
+/// Tells the observer the run is over however it ends (an error returns early).
+struct Finished<'a>(&'a dyn Progress);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.finished();
     }
-    crate::fail_point!("compact-after-write");
-    let mut backoff = Backoff::new();
-    // The table as it is now (earlier partitions of this run have committed since it was
-    // first loaded).
-    let mut current = reload(catalog, ident).await?;
-    // The snapshot of an attempt whose outcome is unknown (its reply lost): if the table
-    // has it now, that attempt landed.
-    let mut unsure: Option<i64> = None;
-    for attempt in 1..=COMMIT_ATTEMPTS {
-        if unsure.is_some_and(|id| current.metadata().snapshot_by_id(id).is_some()) {
-            tracing::info!(table = %name, "an earlier attempt landed; not committing again");
-            return Ok(Some(added));
+}
+
+/// What rewriting a partition works with.
+struct Run<'a> {
+    catalog: &'a dyn Catalog,
+    committer: &'a MetadataCommitter,
+    ident: &'a TableIdent,
+    policy: Policy,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    /// Reads, sorts and writes each group again, then commits the partition's replacement.
+    /// `None` when the inputs changed under it (left for the next run; what it wrote is an
+    /// orphan).
+    async fn rewrite_partition(
+        &self,
+        (table, tasks): (&Table, &HashMap<String, FileScanTask>),
+        groups: &[Vec<Live>],
+        manifests: &mut ManifestCache,
+    ) -> Result<Option<Vec<DataFile>>, MaintainError> {
+        let Run {
+            catalog,
+            committer,
+            ident,
+            policy,
+            progress,
+        } = *self;
+        let name = ident.to_string();
+        let started = Instant::now();
+        let prefix = format!("k2-compact-{}", uuid::Uuid::new_v4().simple());
+        let mut added = Vec::new();
+        let mut removed = HashSet::new();
+        for (n, group) in groups.iter().enumerate() {
+            let paths: HashSet<String> = group
+                .iter()
+                .map(|l| l.file.file_path().to_string())
+                .collect();
+            let batches = read_files(table, tasks, &paths)
+                .await
+                .map_err(|e| catalog_error(&name, "reading files to compact", e))?;
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let expected: u64 = group.iter().map(|l| l.file.record_count()).sum();
+            if rows != expected {
+                return Err(MaintainError::Table {
+                    table: name,
+                    message: format!(
+                        "read {rows} rows from files that hold {expected}: not compacting"
+                    ),
+                });
+            }
+            let written = k2_sink::writer::write_sorted(
+                table,
+                true,
+                &batches,
+                &format!("{prefix}-{n}"),
+                policy.target_file_size as usize,
+            )
+            .await
+            .map_err(|e| catalog_error(&name, "writing compacted files", e))?;
+            let written_rows: u64 = written.iter().map(DataFile::record_count).sum();
+            if written_rows != expected {
+                return Err(MaintainError::Table {
+                    table: name,
+                    message: format!("wrote {written_rows} rows for {expected}: not committing"),
+                });
+            }
+            added.extend(written);
+            removed.extend(paths);
+            progress.advanced(group.iter().map(|l| l.file.file_size_in_bytes()).sum());
         }
-        if started.elapsed() > policy.max_file_age {
-            tracing::warn!(table = %name, "compacted files are too old to commit safely; left for the next run");
-            return Ok(None);
-        }
-        let staged = match replace::stage(&current, &removed, added.clone(), manifests).await {
-            Ok(s) => s,
-            Err(StageError::InputGone(file)) => {
-                tracing::warn!(table = %name, file, "an input file is gone; partition left for the next run");
+        crate::fail_point!("compact-after-write");
+        let mut backoff = Backoff::new();
+        // The table as it is now (earlier partitions of this run have committed since it was
+        // first loaded).
+        let mut current = reload(catalog, ident).await?;
+        // The snapshot of an attempt whose outcome is unknown (its reply lost): if the table
+        // has it now, that attempt landed.
+        let mut unsure: Option<i64> = None;
+        for attempt in 1..=COMMIT_ATTEMPTS {
+            if unsure.is_some_and(|id| current.metadata().snapshot_by_id(id).is_some()) {
+                tracing::info!(table = %name, "an earlier attempt landed; not committing again");
+                return Ok(Some(added));
+            }
+            if started.elapsed() > policy.max_file_age {
+                tracing::warn!(table = %name, "compacted files are too old to commit safely; left for the next run");
                 return Ok(None);
             }
-            Err(StageError::Iceberg(e))
-                if k2_common::catalog::is_transient(&e) && attempt < COMMIT_ATTEMPTS =>
-            {
-                backoff
-                    .wait(&format!("{name}: staging the compaction"), &e)
-                    .await;
-                current = reload(catalog, ident).await?;
-                continue;
+            let staged = match replace::stage(&current, &removed, added.clone(), manifests).await {
+                Ok(s) => s,
+                Err(StageError::InputGone(file)) => {
+                    tracing::warn!(table = %name, file, "an input file is gone; partition left for the next run");
+                    return Ok(None);
+                }
+                Err(StageError::Iceberg(e))
+                    if k2_common::catalog::is_transient(&e) && attempt < COMMIT_ATTEMPTS =>
+                {
+                    backoff
+                        .wait(&format!("{name}: staging the compaction"), &e)
+                        .await;
+                    current = reload(catalog, ident).await?;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(MaintainError::Table {
+                        table: name,
+                        message: format!("staging the compaction: {e}"),
+                    });
+                }
+            };
+            crate::fail_point!("compact-after-stage");
+            let snapshot_id = staged.snapshot_id;
+            match committer.commit(catalog, ident, staged).await {
+                Ok(()) => return Ok(Some(added)),
+                Err(CommitError::Conflict) => {
+                    tracing::info!(table = %name, attempt, "compaction conflicted with another commit; staging again");
+                }
+                Err(e) if attempt < COMMIT_ATTEMPTS => {
+                    unsure = Some(snapshot_id);
+                    backoff
+                        .wait(&format!("{name}: committing the compaction"), &e)
+                        .await;
+                }
+                Err(e) => {
+                    return Err(MaintainError::Table {
+                        table: name,
+                        message: format!("committing the compaction: {e}"),
+                    });
+                }
             }
-            Err(e) => {
-                return Err(MaintainError::Table {
-                    table: name,
-                    message: format!("staging the compaction: {e}"),
-                });
-            }
-        };
-        crate::fail_point!("compact-after-stage");
-        let snapshot_id = staged.snapshot_id;
-        match committer.commit(catalog, ident, staged).await {
-            Ok(()) => return Ok(Some(added)),
-            Err(CommitError::Conflict) => {
-                tracing::info!(table = %name, attempt, "compaction conflicted with another commit; staging again");
-            }
-            Err(e) if attempt < COMMIT_ATTEMPTS => {
-                unsure = Some(snapshot_id);
-                backoff
-                    .wait(&format!("{name}: committing the compaction"), &e)
-                    .await;
-            }
-            Err(e) => {
-                return Err(MaintainError::Table {
-                    table: name,
-                    message: format!("committing the compaction: {e}"),
-                });
-            }
+            current = reload(catalog, ident).await?;
         }
-        current = reload(catalog, ident).await?;
+        Ok(None)
     }
-    Ok(None)
 }
 
 async fn reload(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, MaintainError> {

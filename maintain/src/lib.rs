@@ -26,6 +26,7 @@ pub mod expire;
 pub mod instrumentation;
 pub mod metadata_commit;
 pub mod orphans;
+pub mod progress;
 pub mod replace;
 mod rest_commit;
 mod retry;

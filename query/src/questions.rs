@@ -11,7 +11,7 @@ use k2_common::DataType;
 
 use crate::error::Result;
 use crate::ohlcv::{Fill, Interval, IntervalUnit, OhlcvRequest, TimeZoneChoice};
-use crate::range::{IN_RANGE, Range};
+use crate::range::{Bound, IN_RANGE, Range};
 use crate::session::Session;
 
 impl Session {
@@ -76,22 +76,12 @@ impl Session {
               AND t.exchange_timestamp >= q.quote_time
              ORDER BY t.symbol, t.exchange_timestamp, t.sequence_number"
         );
-        let symbols = range.symbols.join(",");
-        let (from, to) = (range.from.to_rfc3339(), range.to.to_rfc3339());
-        let quotes_from = quote_range.from.to_rfc3339();
-        self.run(
-            &sql,
-            duckdb::params![
-                range.exchange,
-                symbols,
-                from,
-                to,
-                range.exchange,
-                symbols,
-                quotes_from,
-                to
-            ],
-        )
+        let trades = Bound::of(range);
+        let mut quotes = Bound::of(range);
+        quotes.from = quote_range.from.to_rfc3339();
+        let params: Vec<&dyn duckdb::ToSql> =
+            trades.params().into_iter().chain(quotes.params()).collect();
+        self.run(&sql, &params)
     }
 
     /// Per symbol, over quotes with both sides present: `quotes, crossed (ask < bid),

@@ -1,6 +1,6 @@
 //! The range every question asks about (symbols on one exchange over a time interval):
 //! checked once, turned into the filter that prunes files, and bound into the SQL as the
-//! same four parameters by every question, OHLCV included.
+//! same parameters by every question, OHLCV included.
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -48,8 +48,12 @@ impl Range {
 }
 
 /// The WHERE clause every question binds (with [`Session::run_ranged`]): exchange,
-/// symbols, time range.
-pub(crate) const IN_RANGE: &str = "exchange = ? AND list_contains(string_split(?, ','), symbol)
+/// symbols, time range. The symbols are also bound as the range between the least and the
+/// greatest of them: DuckDB prunes row groups by their statistics only on comparisons, not
+/// on `list_contains`, and files sorted by symbol (compacted ones) are then read only where
+/// the asked symbols are (bench/query, `k2-bench layout`).
+pub(crate) const IN_RANGE: &str = "exchange = ? AND symbol >= ? AND symbol <= ?
+     AND list_contains(string_split(?, ','), symbol)
      AND exchange_timestamp >= CAST(? AS TIMESTAMPTZ) AND exchange_timestamp < CAST(? AS TIMESTAMPTZ)";
 
 impl Session {
@@ -60,18 +64,75 @@ impl Session {
         Ok((!files.is_empty()).then(|| read_parquet(&files)))
     }
 
-    /// Runs `sql` with the range's four parameters bound (once per `?` group of
-    /// [`IN_RANGE`], `times` groups).
+    /// Runs `sql` with the range's parameters bound (once per `?` group of [`IN_RANGE`],
+    /// `times` groups).
     pub(crate) fn run_ranged(
         &self,
         sql: &str,
         range: &Range,
         times: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let symbols = range.symbols.join(",");
-        let (from, to) = (range.from.to_rfc3339(), range.to.to_rfc3339());
-        let one: [&dyn duckdb::ToSql; 4] = [&range.exchange, &symbols, &from, &to];
-        let params: Vec<&dyn duckdb::ToSql> = (0..times).flat_map(|_| one).collect();
+        let bound = Bound::of(range);
+        let params: Vec<&dyn duckdb::ToSql> = (0..times).flat_map(|_| bound.params()).collect();
         self.run(sql, &params)
+    }
+}
+
+/// The values one [`IN_RANGE`] binds, in its order.
+pub(crate) struct Bound {
+    exchange: String,
+    least: String,
+    greatest: String,
+    symbols: String,
+    pub(crate) from: String,
+    to: String,
+}
+
+impl Bound {
+    pub(crate) fn of(range: &Range) -> Self {
+        Self {
+            exchange: range.exchange.clone(),
+            // `filter()` has checked there is at least one symbol.
+            least: range.symbols.iter().min().cloned().unwrap_or_default(),
+            greatest: range.symbols.iter().max().cloned().unwrap_or_default(),
+            symbols: range.symbols.join(","),
+            from: range.from.to_rfc3339(),
+            to: range.to.to_rfc3339(),
+        }
+    }
+
+    pub(crate) fn params(&self) -> [&dyn duckdb::ToSql; 6] {
+        [
+            &self.exchange,
+            &self.least,
+            &self.greatest,
+            &self.symbols,
+            &self.from,
+            &self.to,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_symbols_are_bound_with_their_least_and_greatest() {
+        let range = Range {
+            exchange: "asx".into(),
+            symbols: vec!["WES".into(), "BHP".into(), "CBA".into()],
+            from: "2014-03-11T00:00:00Z".parse().unwrap(),
+            to: "2014-03-12T00:00:00Z".parse().unwrap(),
+        };
+        let b = Bound::of(&range);
+        assert_eq!(
+            (b.least.as_str(), b.greatest.as_str()),
+            ("BHP", "WES"),
+            "the range spans every asked symbol"
+        );
+        assert_eq!(b.symbols, "WES,BHP,CBA");
+        // One `?` per bound value, in order.
+        assert_eq!(IN_RANGE.matches('?').count(), b.params().len());
     }
 }
