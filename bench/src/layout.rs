@@ -4,12 +4,12 @@
 //! One day of the trades table (the day `k2-bench query` asks about) is read, sorted by
 //! (symbol, exchange_timestamp) as compaction leaves it, and written again once per
 //! layout — row-group size, column statistics down to pages (the page index) or only per
-//! chunk, a bloom filter on `symbol` — into files that roll at the compaction target size,
-//! each file's symbol range kept as Iceberg's manifest would keep it. The busiest symbol's
-//! 1-minute bars are then asked for over exactly the files whose range holds it, with each
-//! predicate shape, warm (median of repeated runs on one connection) and cold (page cache
-//! dropped when permitted, new connection). Nothing here is K2's query path; it is the
-//! floor under it, per layout.
+//! chunk, a bloom filter on `symbol`, which columns get dictionaries — into files that roll at the compaction target size,
+//! each file's symbol range kept as Iceberg's manifest would keep it. The 1-minute bars of
+//! the busiest symbol and of a typical (median) one are then asked for over exactly the
+//! files whose range holds it, with each predicate shape, warm (median of repeated runs on
+//! one connection) and cold (page cache dropped when permitted, new connection). Nothing
+//! here is K2's query path; it is the floor under it, per layout.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType as ArrowType, Schema};
 use duckdb::{Connection, ToSql};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -52,7 +53,25 @@ struct Layout {
     props: WriterProperties,
 }
 
-fn props(row_group_rows: usize, statistics: EnabledStatistics, bloom: bool) -> WriterProperties {
+/// Which columns get dictionary encoding (the rest plain, or delta for integers).
+#[derive(Clone, Copy)]
+enum Dictionary {
+    /// Every column (parquet's default).
+    All,
+    /// String columns only: symbols, venues, lineage topics repeat; timestamps, sequence
+    /// numbers and offsets hardly ever do, and their dictionaries cost time and bytes.
+    Strings,
+    /// As `Strings`, integers and timestamps delta-encoded (sorted within a symbol).
+    StringsDelta,
+}
+
+fn props(
+    schema: &Schema,
+    row_group_rows: usize,
+    statistics: EnabledStatistics,
+    bloom: bool,
+    dictionary: Dictionary,
+) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
@@ -60,6 +79,22 @@ fn props(row_group_rows: usize, statistics: EnabledStatistics, bloom: bool) -> W
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_statistics_enabled(statistics)
         .set_dictionary_enabled(true);
+    if !matches!(dictionary, Dictionary::All) {
+        for f in schema.fields() {
+            let path = ColumnPath::from(f.name().as_str());
+            match f.data_type() {
+                ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View => {}
+                ArrowType::Int32 | ArrowType::Int64 | ArrowType::Timestamp(_, _)
+                    if matches!(dictionary, Dictionary::StringsDelta) =>
+                {
+                    b = b
+                        .set_column_dictionary_enabled(path.clone(), false)
+                        .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+                }
+                _ => b = b.set_column_dictionary_enabled(path, false),
+            }
+        }
+    }
     if bloom {
         // Sized for the symbols of one row group, not the 1M-value default (≈1 MiB each).
         b = b
@@ -70,49 +105,59 @@ fn props(row_group_rows: usize, statistics: EnabledStatistics, bloom: bool) -> W
     b.build()
 }
 
-fn layouts() -> Vec<Layout> {
+fn layouts(schema: &Schema) -> Vec<Layout> {
+    use Dictionary::{All, Strings, StringsDelta};
     use EnabledStatistics::{Chunk, Page};
+    let layout = |name, rows, stats, bloom, dict| Layout {
+        name,
+        props: props(schema, rows, stats, bloom, dict),
+    };
     vec![
         Layout {
             name: "K2 writer (as shipped)",
-            props: k2_sink::writer::writer_properties(),
+            props: k2_sink::writer::writer_properties(schema),
         },
-        Layout {
-            name: "1M rows/group, chunk stats",
-            props: props(1 << 20, Chunk, false),
-        },
-        Layout {
-            name: "1M rows/group, page index",
-            props: props(1 << 20, Page, false),
-        },
-        Layout {
-            name: "1M rows/group, page index, bloom",
-            props: props(1 << 20, Page, true),
-        },
-        Layout {
-            name: "256k rows/group, page index",
-            props: props(1 << 18, Page, false),
-        },
-        Layout {
-            name: "128k rows/group, page index",
-            props: props(1 << 17, Page, false),
-        },
-        Layout {
-            name: "128k rows/group, chunk stats",
-            props: props(1 << 17, Chunk, false),
-        },
-        Layout {
-            name: "128k rows/group, page index, bloom",
-            props: props(1 << 17, Page, true),
-        },
-        Layout {
-            name: "64k rows/group, page index",
-            props: props(1 << 16, Page, false),
-        },
-        Layout {
-            name: "16k rows/group, page index",
-            props: props(1 << 14, Page, false),
-        },
+        // Before ADR-21: 1M-row groups, dictionaries everywhere.
+        layout("1M rows/group, page index", 1 << 20, Page, false, All),
+        layout("1M rows/group, chunk stats", 1 << 20, Chunk, false, All),
+        layout("1M rows/group, page index, bloom", 1 << 20, Page, true, All),
+        layout(
+            "1M rows/group, dictionary: strings",
+            1 << 20,
+            Page,
+            false,
+            Strings,
+        ),
+        layout("256k rows/group", 1 << 18, Page, false, All),
+        layout("128k rows/group", 1 << 17, Page, false, All),
+        layout(
+            "128k rows/group, dictionary: strings",
+            1 << 17,
+            Page,
+            false,
+            Strings,
+        ),
+        layout(
+            "128k rows/group, dictionary: strings, delta integers",
+            1 << 17,
+            Page,
+            false,
+            StringsDelta,
+        ),
+        layout(
+            "64k rows/group, dictionary: strings",
+            1 << 16,
+            Page,
+            false,
+            Strings,
+        ),
+        layout(
+            "16k rows/group, dictionary: strings",
+            1 << 14,
+            Page,
+            false,
+            Strings,
+        ),
     ]
 }
 
@@ -267,6 +312,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let session = rt.block_on(lake.session(Pin::Latest))?;
     let Survey {
         busiest,
+        typical,
         first,
         last,
         ..
@@ -297,8 +343,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let req = OhlcvRequest {
-        symbols: vec![busiest.clone()],
+    let req = |symbol: &str| OhlcvRequest {
+        symbols: vec![symbol.to_string()],
         exchange: "asx".into(),
         interval: "1m".parse::<Interval>().expect("valid interval"),
         from: day_start,
@@ -313,16 +359,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     println!(
-        "day {} ({} rows), symbol {busiest}, files roll at {} MiB",
+        "day {} ({} rows), symbols {busiest} (busiest) and {typical} (median), files roll at {} MiB",
         day_start.format("%F"),
         rows.num_rows(),
         args.target_mib
     );
     println!(
-        "| layout | files | MiB | write s | files read | predicate | bars | warm ms | cold ms |"
+        "| layout | files | MiB | write s | symbol | files read | predicate | bars | warm ms | cold ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (i, layout) in layouts().into_iter().enumerate() {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, layout) in layouts(&rows.schema()).into_iter().enumerate() {
         let dir = scratch.path().join(format!("layout-{i}"));
         let t = Instant::now();
         let written = write(&rows, &dir, &layout.props, args.target_mib << 20)?;
@@ -331,69 +377,71 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
             .sum();
-        let read: Vec<String> = written
-            .iter()
-            .filter(|f| f.min <= busiest && busiest <= f.max)
-            .map(|f| format!("'{}'", f.path.display()))
-            .collect();
-        let src = format!("read_parquet([{}], union_by_name = true)", read.join(", "));
-        let mut bars = None;
-        for shape in &SHAPES {
-            let sql = if shape.filter.is_empty() {
-                ohlcv_sql(
-                    &req,
-                    &src,
-                    &format!(
-                        "exchange = 'asx' AND symbol = '{}'
-                         AND exchange_timestamp >= TIMESTAMPTZ '{from}'
-                         AND exchange_timestamp < TIMESTAMPTZ '{to}'",
-                        busiest.replace('\'', "''")
-                    ),
-                )
-            } else {
-                ohlcv_sql(&req, &src, shape.filter)
-            };
-            let exchange = "asx".to_string();
-            let mut params: Vec<&dyn ToSql> = Vec::new();
-            if !shape.filter.is_empty() {
-                params.push(&exchange);
-                if shape.range {
-                    params.push(&busiest);
-                    params.push(&busiest);
+        for symbol in [&busiest, &typical] {
+            let read: Vec<String> = written
+                .iter()
+                .filter(|f| f.min <= *symbol && *symbol <= f.max)
+                .map(|f| format!("'{}'", f.path.display()))
+                .collect();
+            let src = format!("read_parquet([{}], union_by_name = true)", read.join(", "));
+            let mut bars = None;
+            for shape in &SHAPES {
+                let sql = if shape.filter.is_empty() {
+                    ohlcv_sql(
+                        &req(symbol),
+                        &src,
+                        &format!(
+                            "exchange = 'asx' AND symbol = '{}'
+                             AND exchange_timestamp >= TIMESTAMPTZ '{from}'
+                             AND exchange_timestamp < TIMESTAMPTZ '{to}'",
+                            symbol.replace('\'', "''")
+                        ),
+                    )
+                } else {
+                    ohlcv_sql(&req(symbol), &src, shape.filter)
+                };
+                let exchange = "asx".to_string();
+                let mut params: Vec<&dyn ToSql> = Vec::new();
+                if !shape.filter.is_empty() {
+                    params.push(&exchange);
+                    if shape.range {
+                        params.push(symbol);
+                        params.push(symbol);
+                    }
+                    params.push(symbol);
+                    params.push(&from);
+                    params.push(&to);
                 }
-                params.push(&busiest);
-                params.push(&from);
-                params.push(&to);
-            }
-            drop_caches();
-            let t = Instant::now();
-            let n = run_query(&connection()?, &sql, &params)?;
-            let cold = t.elapsed();
-            let conn = connection()?;
-            let mut warm = Vec::new();
-            for _ in 0..args.repeat {
+                drop_caches();
                 let t = Instant::now();
-                let m = run_query(&conn, &sql, &params)?;
-                warm.push(t.elapsed());
-                anyhow::ensure!(m == n, "{}: {} bars, then {m}", shape.name, n);
+                let n = run_query(&connection()?, &sql, &params)?;
+                let cold = t.elapsed();
+                let conn = connection()?;
+                let mut warm = Vec::new();
+                for _ in 0..args.repeat {
+                    let t = Instant::now();
+                    let m = run_query(&conn, &sql, &params)?;
+                    warm.push(t.elapsed());
+                    anyhow::ensure!(m == n, "{}: {} bars, then {m}", shape.name, n);
+                }
+                anyhow::ensure!(
+                    *bars.get_or_insert(n) == n,
+                    "{} / {}: {n} bars, other shapes {}",
+                    layout.name,
+                    shape.name,
+                    bars.unwrap_or(0)
+                );
+                println!(
+                    "| {} | {} | {:.0} | {write_s:.1} | {symbol} | {} | {} | {n} | {:.1} | {:.1} |",
+                    layout.name,
+                    written.len(),
+                    bytes as f64 / (1 << 20) as f64,
+                    read.len(),
+                    shape.name,
+                    median(warm).as_secs_f64() * 1e3,
+                    cold.as_secs_f64() * 1e3,
+                );
             }
-            anyhow::ensure!(
-                *bars.get_or_insert(n) == n,
-                "{} / {}: {n} bars, other shapes {}",
-                layout.name,
-                shape.name,
-                bars.unwrap_or(0)
-            );
-            println!(
-                "| {} | {} | {:.0} | {write_s:.1} | {} | {} | {n} | {:.1} | {:.1} |",
-                layout.name,
-                written.len(),
-                bytes as f64 / (1 << 20) as f64,
-                read.len(),
-                shape.name,
-                median(warm).as_secs_f64() * 1e3,
-                cold.as_secs_f64() * 1e3,
-            );
         }
         std::fs::remove_dir_all(&dir)?;
     }
