@@ -8,9 +8,9 @@ use k2_common::config::GroupProtocol;
 use k2_common::records::{Quote, Trade};
 use k2_tests::feed::{self, ASX_SYMBOLS, CRYPTO_SYMBOLS, Feed, Raw};
 use k2_tests::sink::{
-    BackgroundFeed, Key, assert_exactly_once, feed_topics, kill9, metrics_address, produce,
-    produce_round, rt_scan, scrape_counter, scrape_gauge, signal, trades_and_quotes, wait_exit,
-    wait_for_assignment, wait_until,
+    BackgroundFeed, Key, assert_exactly_once, feed_topics, http_get, kill9, metrics_address,
+    produce, produce_round, rt_scan, scrape_counter, scrape_gauge, scrape_samples, signal,
+    trades_and_quotes, wait_exit, wait_for_assignment, wait_until,
 };
 use k2_tests::tables::{self, Scanned};
 use k2_tests::{Spawned, TestEnv, ensure_services, env_or};
@@ -737,6 +737,116 @@ fn snapshots_expired_by_another_tool_lose_no_offsets() {
     assert!(started_over.is_empty(), "{started_over:#?}");
     let all = trades_and_quotes(&env);
     assert_exactly_once(&all, &expected, "after the expiries");
+}
+
+/// `/healthz`, `/readyz`, commit lag, freshness and consumer lag as a sink works: not ready
+/// before it is in its group (a broker that does not answer), ready while records wait
+/// within the window, commit lag growing until the commit and zero after it, consumer lag
+/// zero once everything is read.
+#[test]
+fn health_endpoints_and_lag_metrics_follow_the_sink() {
+    ensure_services();
+
+    // No broker: live, never ready, and says why.
+    let mut lost = TestEnv::new();
+    lost.var("K2_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1");
+    let log = "lost.log";
+    let mut child = lost.spawn("k2-sink", &[], log);
+    let address = metrics_address(&lost, log);
+    wait_until(&lost, log, "live", Duration::from_secs(30), || {
+        http_get(&address, "/healthz").is_some_and(|(code, _)| code == 200)
+    });
+    let (code, body) = http_get(&address, "/readyz").expect("answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not in the consumer group yet"), "{body}");
+    signal(&child, "KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 2);
+    env.var("K2_SINK__COMMIT__INTERVAL", "1h")
+        .var("K2_SINK__COMMIT__MAX_RECORDS", "10000000");
+    env.create_topics();
+    let rt = k2_tests::runtime();
+    let feed = Feed::new();
+    let market = produce_market(&env, &rt, &feed, 1, 300);
+    let fed = (market.trades.len() + market.quotes.len()) as u64;
+    let log = "sink.log";
+    let mut child = env.spawn("k2-sink", &[], log);
+    let address = metrics_address(&env, log);
+    wait_until(
+        &env,
+        log,
+        "everything consumed",
+        Duration::from_secs(120),
+        || scrape_counter(&address, "k2_records_consumed_total") >= fed,
+    );
+    let (code, body) = http_get(&address, "/readyz").expect("answers");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "ok\n"),
+        "records wait, within the window"
+    );
+    assert_eq!(http_get(&address, "/healthz").map(|r| r.0), Some(200));
+    let commit_lag = |a: &str| scrape_samples(a, "k2_commit_lag_seconds")[0].1;
+    let first = commit_lag(&address);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        commit_lag(&address) >= first + 1.0,
+        "the commit lag grows while records wait ({first} then {})",
+        commit_lag(&address)
+    );
+    // librdkafka's statistics come every 5 s: every partition read to its end.
+    wait_until(
+        &env,
+        log,
+        "consumer lag reported",
+        Duration::from_secs(30),
+        || {
+            let lag = scrape_samples(&address, "k2_consumer_lag_records");
+            !lag.is_empty() && lag.iter().all(|(_, v)| *v == 0.0)
+        },
+    );
+    let build = scrape_samples(&address, "k2_build_info");
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert!(
+        build[0]
+            .0
+            .contains(&format!("version=\"{}\"", k2_common::VERSION)),
+        "{build:?}"
+    );
+    assert!(scrape_samples(&address, "k2_process_resident_memory_bytes")[0].1 > 1e6);
+
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "{}", env.log(log));
+    assert_eq!(
+        rt_scan(&env, "trades").rows() + rt_scan(&env, "quotes").rows(),
+        fed as usize
+    );
+
+    // After a commit: no lag, and a freshness per table.
+    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
+    let log = "sink2.log";
+    let mut child = env.spawn("k2-sink", &[], log);
+    let address = metrics_address(&env, log);
+    produce_market(&env, &rt, &feed, 1_000_000, 50);
+    wait_until(&env, log, "a commit", Duration::from_secs(60), || {
+        !scrape_samples(&address, "k2_freshness_commit_seconds").is_empty()
+    });
+    wait_until(&env, log, "no commit lag", Duration::from_secs(30), || {
+        commit_lag(&address) == 0.0
+    });
+    let freshness = scrape_samples(&address, "k2_freshness_commit_seconds");
+    assert!(
+        freshness
+            .iter()
+            .all(|(labels, v)| labels.contains("table=") && *v < 60.0),
+        "{freshness:?}"
+    );
+    assert_eq!(http_get(&address, "/readyz").map(|r| r.0), Some(200));
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
 }
 
 /// SIGTERM commits what is buffered, then the group offsets; a restart adds nothing.

@@ -68,7 +68,9 @@ pub async fn run(config: &K2Config, request: Request) -> anyhow::Result<ExitCode
     if let Some(addr) = config.metrics.address {
         let registry = m.metrics.registry();
         tokio::spawn(async move {
-            if let Err(e) = k2_common::metrics::serve(registry, addr).await {
+            let probe = Arc::new(k2_common::health::Serving);
+            if let Err(e) = k2_common::metrics::serve(registry, probe, Arc::new(|| {}), addr).await
+            {
                 tracing::error!(error = %e, %addr, "cannot serve metrics");
             }
         });

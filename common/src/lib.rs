@@ -1,10 +1,11 @@
 //! K2's shared foundation: configuration, topic naming and subscriptions, the Avro schemas,
-//! the Schema Registry client, catalog connection, logging, serving metrics and the retry
-//! policy.
+//! the Schema Registry client, catalog connection, logging, serving metrics and health, and
+//! the retry policy.
 
 pub mod catalog;
 pub mod config;
 pub mod data_type;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod records;
@@ -23,3 +24,6 @@ pub use topic::TopicName;
 
 /// The version every K2 binary reports (and stamps into dead letters and snapshots).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The commit it was built from (see `common/build.rs`).
+pub const COMMIT: &str = env!("K2_COMMIT");

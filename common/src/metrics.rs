@@ -1,10 +1,21 @@
-//! Serving a Prometheus registry over HTTP: `/metrics` (OpenMetrics text) and `/health`.
-//! The sink and scheduled maintenance each serve their own registry on `metrics.address`.
+//! Serving a Prometheus registry over HTTP: `/metrics` (OpenMetrics text), `/healthz` and
+//! `/readyz` (see [`crate::health`]; `/health` is kept as an alias of `/healthz`). The sink
+//! and scheduled maintenance each serve their own registry on `metrics.address`.
+//!
+//! Every K2 process also exports what it is and what it costs ([`ProcessMetrics`]): build
+//! info, start time, uptime, resident memory and open files, read from `/proc` at scrape.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::health::Probe;
 
 /// The registry in the OpenMetrics text format.
 pub fn encode(registry: &Registry) -> String {
@@ -13,18 +24,44 @@ pub fn encode(registry: &Registry) -> String {
     out
 }
 
-/// Serves `registry` on `addr` until the process ends; logs the bound address (which
-/// differs from `addr` when that asked for port 0) as `metrics endpoint listening`.
-pub async fn serve(registry: Arc<Registry>, addr: SocketAddr) -> std::io::Result<()> {
+/// Work done just before each scrape is encoded (gauges computed from the current time).
+pub type OnScrape = Arc<dyn Fn() + Send + Sync>;
+
+/// Serves `registry` and `probe` on `addr` until the process ends; logs the bound address
+/// (which differs from `addr` when that asked for port 0) as `metrics endpoint listening`.
+/// `on_scrape` runs before every `/metrics` answer.
+pub async fn serve(
+    registry: Arc<Registry>,
+    probe: Arc<dyn Probe>,
+    on_scrape: OnScrape,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "metrics endpoint listening");
+    let answer = |r: Result<(), String>| match r {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    };
+    let live = {
+        let probe = probe.clone();
+        move || {
+            let probe = probe.clone();
+            async move { answer(probe.live()) }
+        }
+    };
+    let ready = move || {
+        let probe = probe.clone();
+        async move { answer(probe.ready()) }
+    };
     let app = axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
                 let registry = registry.clone();
+                let on_scrape = on_scrape.clone();
                 async move {
+                    on_scrape();
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
@@ -35,6 +72,115 @@ pub async fn serve(registry: Arc<Registry>, addr: SocketAddr) -> std::io::Result
                 }
             }),
         )
-        .route("/health", axum::routing::get(|| async { "ok\n" }));
+        .route("/healthz", axum::routing::get(live.clone()))
+        .route("/health", axum::routing::get(live))
+        .route("/readyz", axum::routing::get(ready));
     axum::serve(listener, app).await
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+/// Build info and the process's own costs, registered into a program's registry.
+#[derive(Clone)]
+pub struct ProcessMetrics {
+    started: Instant,
+    uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
+    resident: Gauge,
+    open_fds: Gauge,
+}
+
+impl ProcessMetrics {
+    /// Registers `build_info`, `process_start_time_seconds`, `uptime_seconds`,
+    /// `process_resident_memory_bytes` and `process_open_fds` (under the registry's prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: crate::VERSION.to_string(),
+                commit: crate::COMMIT.to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: version and commit (always 1)",
+            build,
+        );
+        let start: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        start.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Unix time the process started",
+            start,
+        );
+        let m = ProcessMetrics {
+            started: Instant::now(),
+            uptime: Gauge::default(),
+            resident: Gauge::default(),
+            open_fds: Gauge::default(),
+        };
+        registry.register(
+            "uptime_seconds",
+            "Seconds since the process started",
+            m.uptime.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident set size (RSS)",
+            m.resident.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors (files, sockets)",
+            m.open_fds.clone(),
+        );
+        m
+    }
+
+    /// Reads the current values (at scrape).
+    pub fn refresh(&self) {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        if let Some(rss) = resident_bytes() {
+            self.resident.set(rss as i64);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (pages × page size).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_metrics_read_the_process() {
+        let mut registry = Registry::with_prefix("k2");
+        let m = ProcessMetrics::register(&mut registry);
+        m.refresh();
+        let text = encode(&registry);
+        assert!(text.contains(&format!(
+            "k2_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            crate::VERSION,
+            crate::COMMIT
+        )));
+        assert!(m.resident.get() > 1 << 20, "some memory is resident");
+        assert!(m.open_fds.get() >= 3, "stdin, stdout, stderr at least");
+    }
 }

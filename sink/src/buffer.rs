@@ -82,6 +82,11 @@ impl Buffer {
         self.tables.entry(data_type).or_default().push(batch);
     }
 
+    /// When the oldest record in the buffer was handled (`None` when empty).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
+    }
+
     /// Which limit of the policy, if any, says it is time to commit.
     pub fn due(&self, policy: &CommitPolicy) -> Option<SealReason> {
         if self.handled as u64 >= policy.max_records {

@@ -222,7 +222,7 @@ impl Committer {
         };
         let commit_id = format!("{}-{id}", self.writer_id);
         let started = Instant::now();
-        let mut backoff = Backoff::new();
+        let mut retrying = Retrying::new(&self.metrics, ident.to_string());
         let fatal = |e: iceberg::Error| CommitError {
             table: ident.to_string(),
             message: format!("{e:#}"),
@@ -240,8 +240,7 @@ impl Committer {
                 Ok(t) => t,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    self.metrics.storage_retries.inc();
-                    backoff.wait("loading the table", &e).await;
+                    retrying.again("loading the table", &e).await;
                     continue;
                 }
             };
@@ -294,8 +293,7 @@ impl Committer {
                         }
                         Err(e) if is_fatal(&e) => return Err(fatal(e)),
                         Err(e) => {
-                            self.metrics.storage_retries.inc();
-                            backoff.wait("writing data files", &e).await;
+                            retrying.again("writing data files", &e).await;
                             continue;
                         }
                     }
@@ -329,7 +327,8 @@ impl Committer {
                     // Another writer committed first. Back off (jittered) before
                     // re-checking, so two committers do not keep colliding in step.
                     self.metrics.commit(&labels.table, "conflict");
-                    backoff
+                    retrying
+                        .backoff
                         .wait(
                             "the catalog commit (concurrent commit; re-checking offsets)",
                             &e,
@@ -339,8 +338,7 @@ impl Committer {
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
                     self.metrics.commit(&labels.table, "error");
-                    self.metrics.storage_retries.inc();
-                    backoff.wait("the catalog commit", &e).await;
+                    retrying.again("the catalog commit", &e).await;
                 }
             }
         }
@@ -358,7 +356,7 @@ impl Committer {
     ) -> Result<(), CommitError> {
         let ident = sequence_events_ident();
         let commit_id = format!("{}-{id}-events", self.writer_id);
-        let mut backoff = Backoff::new();
+        let mut retrying = Retrying::new(&self.metrics, ident.to_string());
         let fatal = |e: iceberg::Error| CommitError {
             table: ident.to_string(),
             message: format!("{e:#}"),
@@ -369,8 +367,7 @@ impl Committer {
                 Ok(t) => t,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    self.metrics.storage_retries.inc();
-                    backoff.wait("loading sequence_events", &e).await;
+                    retrying.again("loading sequence_events", &e).await;
                     continue;
                 }
             };
@@ -396,8 +393,7 @@ impl Committer {
                 Ok(f) => f,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    self.metrics.storage_retries.inc();
-                    backoff.wait("writing sequence events", &e).await;
+                    retrying.again("writing sequence events", &e).await;
                     continue;
                 }
             };
@@ -407,14 +403,14 @@ impl Committer {
             match self.append(&table, files, &offsets, &commit_id).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
-                    backoff
+                    retrying
+                        .backoff
                         .wait("committing sequence events (concurrent commit)", &e)
                         .await;
                 }
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    self.metrics.storage_retries.inc();
-                    backoff.wait("committing sequence events", &e).await;
+                    retrying.again("committing sequence events", &e).await;
                 }
             }
         }
@@ -496,10 +492,7 @@ impl Committer {
                 .commit_seconds
                 .get_or_create(labels)
                 .observe(started.elapsed().as_secs_f64());
-            self.metrics
-                .last_commit_timestamp
-                .get_or_create(labels)
-                .set(chrono::Utc::now().timestamp());
+            self.metrics.committed(labels);
             tracing::info!(
                 snapshot_id,
                 records,
@@ -526,6 +519,56 @@ fn lineage(table: &iceberg::TableIdent, e: LineageError) -> CommitError {
 /// Errors retrying cannot fix: bad data or schema, a missing table, unsupported features.
 pub(crate) fn is_fatal(e: &iceberg::Error) -> bool {
     !k2_common::catalog::is_transient(e)
+}
+
+/// A commit's retries of one table: counted, waited out with backoff, and reported as
+/// trouble (`/readyz` false, with the error) once they have gone on for
+/// [`TROUBLE_AFTER`]; the report ends with the commit, however it ends.
+struct Retrying<'a> {
+    metrics: &'a Metrics,
+    table: String,
+    backoff: Backoff,
+    since: Option<Instant>,
+}
+
+/// How long a table's storage or catalog may keep failing before the sink says it is not
+/// ready (the outage is real, not a blip).
+const TROUBLE_AFTER: Duration = Duration::from_secs(30);
+
+impl<'a> Retrying<'a> {
+    fn new(metrics: &'a Metrics, table: String) -> Self {
+        Retrying {
+            metrics,
+            table,
+            backoff: Backoff::new(),
+            since: None,
+        }
+    }
+
+    async fn again(&mut self, what: &str, e: &iceberg::Error) {
+        self.metrics.storage_retries.inc();
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= TROUBLE_AFTER {
+            self.metrics.health().trouble(
+                &format!("storage ({})", self.table),
+                Some(format!(
+                    "{what} has failed for {:.0}s: {e}",
+                    since.elapsed().as_secs_f64()
+                )),
+            );
+        }
+        self.backoff.wait(what, e).await;
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        if self.since.is_some() {
+            self.metrics
+                .health()
+                .trouble(&format!("storage ({})", self.table), None);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -209,6 +209,10 @@ impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", error = %error, "{reason}");
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.metrics.kafka_statistics(&statistics);
+    }
 }
 
 impl ConsumerContext for SinkContext {
@@ -251,7 +255,9 @@ pub fn consumer_config(
         .set("enable.partition.eof", "false")
         // Partitions added to a subscribed topic (`k2-admin topics apply` raising a count)
         // are noticed at the next metadata refresh: within 30 s, not librdkafka's 5 min.
-        .set("topic.metadata.refresh.interval.ms", "30000");
+        .set("topic.metadata.refresh.interval.ms", "30000")
+        // Lag, fetch queue and round trips for the metrics (ClientContext::stats).
+        .set("statistics.interval.ms", "5000");
     if protocol == GroupProtocol::Classic {
         // Incremental rebalances: a joining member does not stop everyone's partitions.
         // (With KIP-848 the broker assigns, incrementally by design.)

@@ -22,6 +22,7 @@ use rustc_hash::FxBuildHasher;
 
 use k2_common::config::CommitPolicy;
 use k2_common::data_type::DataType;
+use k2_common::health::Health;
 
 use crate::commit::{CommitError, CommitTask, CommitTaskEnded, RangeOutcome};
 use crate::consumer::{RebalanceEvent, SinkConsumer};
@@ -35,6 +36,8 @@ use crate::stages::{StageError, Stages};
 use crate::table::TableError;
 
 mod start;
+
+pub use start::health_policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -104,6 +107,9 @@ pub struct Sink {
     assigned_once: bool,
     probe: TopicPartition,
     summary: RunSummary,
+    health: Health,
+    /// When the oldest record of the job with the committer was handled.
+    in_flight_since: Option<Instant>,
 }
 
 impl Sink {
@@ -113,6 +119,7 @@ impl Sink {
         let mut stopping = false;
         let mut last_check = Instant::now();
         loop {
+            self.health.beat();
             if !stopping && stop.load(Ordering::Relaxed) {
                 tracing::info!("stopping: committing what is buffered");
                 stopping = true;
@@ -154,6 +161,12 @@ impl Sink {
             self.metrics
                 .buffered_bytes
                 .set(self.stages.buffer.bytes() as i64);
+            self.health.uncommitted_since(
+                [self.in_flight_since, self.stages.buffer.oldest()]
+                    .into_iter()
+                    .flatten()
+                    .min(),
+            );
 
             let idle = !self.commits.is_busy() && !self.stages.buffer.has_progress();
             if idle && (stopping || (caught_up && self.watermarks.is_some())) {
@@ -269,6 +282,7 @@ impl Sink {
         if !self.stages.buffer.has_progress() {
             return Ok(());
         }
+        self.in_flight_since = self.in_flight_since.or(self.stages.buffer.oldest());
         let topics = &self.topics;
         let job = self.stages.buffer.seal(
             |tp| {
@@ -291,6 +305,8 @@ impl Sink {
         };
         let outcome = outcome?;
         self.summary.commits += 1;
+        self.in_flight_since = None;
+        self.health.committed();
         let mut acknowledge = TopicPartitionList::new();
         let mut fenced = Vec::new();
         for table in &outcome.tables {
@@ -441,6 +457,7 @@ impl Sink {
                 RebalanceEvent::Failed(e) => return Err(e.into()),
                 RebalanceEvent::Assigned(assigned) => {
                     self.assigned_once = true;
+                    self.health.joined();
                     let mut to_resume = Vec::with_capacity(assigned.len());
                     for a in assigned {
                         let epoch = self.new_epoch();

@@ -3,9 +3,15 @@
 //! Labels are low-cardinality only: exchange, asset class, data type, table, outcome,
 //! error kind. Never symbols, partitions or offsets.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use k2_common::health::{Health, HealthPolicy};
+use k2_common::metrics::ProcessMetrics;
+use rdkafka::Statistics;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -67,6 +73,12 @@ pub struct CommitLabels {
     pub outcome: String,
 }
 
+/// A broker, as librdkafka names it (`host:port/id`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabels {
+    pub broker: String,
+}
+
 /// A single `kind` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -82,17 +94,37 @@ macro_rules! metrics {
         #[derive(Clone)]
         pub struct Metrics {
             $( pub $field: $ty, )*
+            process: ProcessMetrics,
+            health: Health,
+            /// When each table last committed, for its freshness at scrape time.
+            commits_at: Arc<Mutex<BTreeMap<String, Instant>>>,
             registry: Arc<Registry>,
         }
 
         impl Metrics {
+            /// Metrics, with health judged by the default policy (5 min stall, 2 min
+            /// commit window).
             pub fn new() -> Self {
+                Self::with_health(HealthPolicy {
+                    stall_after: Duration::from_secs(300),
+                    commit_window: Duration::from_secs(120),
+                })
+            }
+
+            pub fn with_health(policy: HealthPolicy) -> Self {
                 let mut registry = Registry::with_prefix("k2");
                 $(
                     let $field: $ty = metrics!(@new $ty $(, $ctor)?);
                     registry.register($name, $help, $field.clone());
                 )*
-                Metrics { $( $field, )* registry: Arc::new(registry) }
+                let process = ProcessMetrics::register(&mut registry);
+                Metrics {
+                    $( $field, )*
+                    process,
+                    health: Health::new(policy),
+                    commits_at: Arc::default(),
+                    registry: Arc::new(registry),
+                }
             }
 
             /// Every metric's name (without the `k2_` prefix), in declaration order.
@@ -155,6 +187,18 @@ metrics! {
         "Partitions not read on from where their table said: deleted (start below the log's first offset: retention deleted records K2 never read), beyond_end (start past the log's end: topic recreated), skipped (first record read past the start: aborted transactions or control records)";
     storage_retries: Counter =
         "storage_retries", "Retries of failed catalog or storage operations";
+    consumer_lag: Family<TopicLabels, Gauge> =
+        "consumer_lag_records",
+        "Records between the consumer's position and the high watermark, summed over a topic's assigned partitions (librdkafka statistics)";
+    commit_lag: Gauge<f64, AtomicU64> =
+        "commit_lag_seconds",
+        "Age of the oldest record consumed and not yet committed (0 when every record read is committed); every table commits in the same cycle";
+    freshness_commit: Family<TableLabels, Gauge<f64, AtomicU64>> =
+        "freshness_commit_seconds", "Seconds since the table's last successful commit by this process";
+    kafka_fetch_queue: Gauge =
+        "kafka_fetch_queue_messages", "Messages fetched by librdkafka and not yet consumed";
+    kafka_broker_rtt: Family<BrokerLabels, Gauge<f64, AtomicU64>> =
+        "kafka_broker_rtt_seconds", "Average round-trip time to each broker (librdkafka statistics)";
 }
 
 impl Default for Metrics {
@@ -199,9 +243,74 @@ impl Metrics {
         k2_common::metrics::encode(&self.registry)
     }
 
-    /// Serves `/metrics` until the process ends.
+    /// A successful commit of `table`.
+    pub fn committed(&self, table: &TableLabels) {
+        self.last_commit_timestamp
+            .get_or_create(table)
+            .set(chrono::Utc::now().timestamp());
+        self.commits_at
+            .lock()
+            .expect("metrics lock")
+            .insert(table.table.clone(), Instant::now());
+    }
+
+    /// Consumer lag, fetch queue and broker round trips from librdkafka's statistics.
+    pub fn kafka_statistics(&self, stats: &Statistics) {
+        let mut lag: HashMap<TopicLabels, i64> = HashMap::new();
+        let mut queued = 0;
+        for (name, topic) in &stats.topics {
+            let labels = TopicLabels::of(name);
+            for p in topic.partitions.values() {
+                // Partition -1 is librdkafka's internal "unassigned" entry; an unknown
+                // position or watermark (-1) has no lag to tell.
+                if p.partition < 0 || p.hi_offset < 0 || p.app_offset < 0 {
+                    continue;
+                }
+                *lag.entry(labels.clone()).or_default() += (p.hi_offset - p.app_offset).max(0);
+                queued += p.fetchq_cnt;
+            }
+        }
+        self.consumer_lag.clear();
+        for (labels, n) in lag {
+            self.consumer_lag.get_or_create(&labels).set(n);
+        }
+        self.kafka_fetch_queue.set(queued);
+        for broker in stats.brokers.values() {
+            if let Some(rtt) = &broker.rtt {
+                self.kafka_broker_rtt
+                    .get_or_create(&BrokerLabels {
+                        broker: broker.name.clone(),
+                    })
+                    .set(rtt.avg as f64 / 1e6);
+            }
+        }
+    }
+
+    /// What `/healthz` and `/readyz` answer from; the loop and the committer report into it.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Values that are ages, computed as of now (before each scrape).
+    pub fn refresh(&self) {
+        let now = Instant::now();
+        self.commit_lag
+            .set(self.health.commit_lag(now).as_secs_f64());
+        for (table, at) in self.commits_at.lock().expect("metrics lock").iter() {
+            self.freshness_commit
+                .get_or_create(&TableLabels {
+                    table: table.clone(),
+                })
+                .set(now.saturating_duration_since(*at).as_secs_f64());
+        }
+        self.process.refresh();
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
-        k2_common::metrics::serve(self.registry.clone(), addr).await
+        let registry = self.registry.clone();
+        let probe = Arc::new(self.health.clone());
+        k2_common::metrics::serve(registry, probe, Arc::new(move || self.refresh()), addr).await
     }
 }
 

@@ -110,7 +110,7 @@ fn run(
     mode: Mode,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_health(k2_sink::ingest::health_policy(config));
     if let Some(address) = config.metrics.address {
         let served = metrics.clone();
         runtime.spawn(async move {

@@ -212,6 +212,35 @@ pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::pro
     }
 }
 
+/// `GET path` on the metrics address: status code and body (`None` if unreachable).
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Every sample of `name` (any labels) on the metrics endpoint, as `(labels, value)`.
+pub fn scrape_samples(address: &str, name: &str) -> Vec<(String, f64)> {
+    let Some((_, body)) = http_get(address, "/metrics") else {
+        return Vec::new();
+    };
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series[name.len()..].to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Gauge value scraped from the metrics endpoint (`None` if unreachable or absent).
 pub fn scrape_gauge(address: &str, name: &str) -> Option<i64> {
     use std::io::{Read, Write};

@@ -332,14 +332,19 @@ impl Default for CommitPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Prometheus scrape address; omit to disable.
+    /// Prometheus scrape address (also `/healthz` and `/readyz`); omit to disable.
     pub address: Option<SocketAddr>,
+    /// `/readyz` fails while a record has waited this long beyond `sink.commit.interval`
+    /// for its commit.
+    #[serde(with = "humantime_serde")]
+    pub ready_commit_window: Duration,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             address: Some(([127, 0, 0, 1], 9464).into()),
+            ready_commit_window: Duration::from_secs(120),
         }
     }
 }

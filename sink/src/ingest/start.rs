@@ -26,6 +26,25 @@ use crate::sequence_check::{SequenceCheck, SequenceCheckConfig};
 use crate::stages::Stages;
 use crate::table::{TableLayout, ensure_table};
 use crate::validation::Validation;
+use k2_common::health::HealthPolicy;
+
+/// The sink's idea of too long: a loop that has not turned for the consumer's
+/// `max.poll.interval.ms` has been dropped by the group anyway (live); a record may wait
+/// `sink.commit.interval` for its commit by policy, and `metrics.ready_commit_window`
+/// more before the sink is late (ready).
+pub fn health_policy(config: &K2Config) -> HealthPolicy {
+    let max_poll = config
+        .kafka
+        .client_properties()
+        .iter()
+        .find(|(k, _)| k.as_str() == "max.poll.interval.ms")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    HealthPolicy {
+        stall_after: Duration::from_millis(max_poll),
+        commit_window: config.sink.commit.interval + config.metrics.ready_commit_window,
+    }
+}
 
 impl Sink {
     /// Connects everything: tables (created if absent), committer task, dead-letter
@@ -139,6 +158,7 @@ impl Sink {
             sequence_check.warmup_window(),
         );
         tracing::info!(%writer_id, topics = topic_names.len(), group = %config.kafka.group_id, "sink started");
+        let health = metrics.health().clone();
         Ok(Sink {
             consumer,
             resume,
@@ -163,6 +183,8 @@ impl Sink {
             assigned_once: false,
             probe: TopicPartition::new(String::new(), 0),
             summary: RunSummary::default(),
+            health,
+            in_flight_since: None,
         })
     }
 }
