@@ -844,6 +844,12 @@ fn health_endpoints_and_lag_metrics_follow_the_sink() {
             .all(|(labels, v)| labels.contains("table=") && *v < 60.0),
         "{freshness:?}"
     );
+    let data = scrape_samples(&address, "k2_freshness_data_seconds");
+    assert!(
+        data.iter()
+            .any(|(l, _)| l.contains("table=\"trades\"") && l.contains("exchange=")),
+        "{data:?}"
+    );
     assert_eq!(http_get(&address, "/readyz").map(|r| r.0), Some(200));
     signal(&child, "TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());

@@ -464,9 +464,11 @@ impl Committer {
         // Rows of fenced partitions were not written (the committer filtered them before
         // writing, so their lineage is known to be readable).
         let dropped: std::collections::HashSet<TopicPartition> = fenced.iter().cloned().collect();
-        let records: usize = batches_without_partitions(&job.batches, &dropped)
-            .map(|b| b.iter().map(RecordBatch::num_rows).sum())
-            .unwrap_or(0);
+        let written = batches_without_partitions(&job.batches, &dropped).unwrap_or_default();
+        let records: usize = written.iter().map(RecordBatch::num_rows).sum();
+        if snapshot_id.is_some() {
+            self.metrics.data_committed(labels, &written);
+        }
         let partitions = job
             .partitions
             .into_iter()

@@ -9,7 +9,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
 use k2_common::health::{Health, HealthPolicy};
+
+use crate::table::{EXCHANGE, EXCHANGE_TIMESTAMP};
 use k2_common::metrics::ProcessMetrics;
 use rdkafka::Statistics;
 
@@ -73,6 +77,12 @@ pub struct CommitLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct FreshnessLabels {
+    pub table: String,
+    pub exchange: String,
+}
+
 /// A broker, as librdkafka names it (`host:port/id`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BrokerLabels {
@@ -98,6 +108,8 @@ macro_rules! metrics {
             health: Health,
             /// When each table last committed, for its freshness at scrape time.
             commits_at: Arc<Mutex<BTreeMap<String, Instant>>>,
+            /// The newest exchange_timestamp committed (µs) by table and exchange.
+            newest: Arc<Mutex<BTreeMap<FreshnessLabels, i64>>>,
             registry: Arc<Registry>,
         }
 
@@ -123,6 +135,7 @@ macro_rules! metrics {
                     process,
                     health: Health::new(policy),
                     commits_at: Arc::default(),
+                    newest: Arc::default(),
                     registry: Arc::new(registry),
                 }
             }
@@ -195,6 +208,9 @@ metrics! {
         "Age of the oldest record consumed and not yet committed (0 when every record read is committed); every table commits in the same cycle";
     freshness_commit: Family<TableLabels, Gauge<f64, AtomicU64>> =
         "freshness_commit_seconds", "Seconds since the table's last successful commit by this process";
+    freshness_data: Family<FreshnessLabels, Gauge<f64, AtomicU64>> =
+        "freshness_data_seconds",
+        "Seconds between now and the exchange_timestamp of the newest record this process committed, by table and exchange";
     kafka_fetch_queue: Gauge =
         "kafka_fetch_queue_messages", "Messages fetched by librdkafka and not yet consumed";
     kafka_broker_rtt: Family<BrokerLabels, Gauge<f64, AtomicU64>> =
@@ -254,6 +270,43 @@ impl Metrics {
             .insert(table.table.clone(), Instant::now());
     }
 
+    /// Rows of `table` just committed: remembers the newest `exchange_timestamp` per exchange
+    /// (tables without those columns, such as sequence events, are skipped).
+    pub fn data_committed(&self, table: &TableLabels, batches: &[RecordBatch]) {
+        let mut newest = self.newest.lock().expect("metrics lock");
+        for b in batches {
+            let (Some(exchange), Some(ts)) = (
+                b.column_by_name(EXCHANGE)
+                    .and_then(|c| c.as_string_opt::<i32>()),
+                b.column_by_name(EXCHANGE_TIMESTAMP)
+                    .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()),
+            ) else {
+                continue;
+            };
+            // A batch holds few exchanges: the newest of each first, the map after.
+            let mut local: Vec<(&str, i64)> = Vec::new();
+            for i in 0..b.num_rows() {
+                if exchange.is_null(i) || ts.is_null(i) {
+                    continue;
+                }
+                let (e, v) = (exchange.value(i), ts.value(i));
+                match local.iter_mut().find(|(x, _)| *x == e) {
+                    Some((_, n)) => *n = (*n).max(v),
+                    None => local.push((e, v)),
+                }
+            }
+            for (e, v) in local {
+                let n = newest
+                    .entry(FreshnessLabels {
+                        table: table.table.clone(),
+                        exchange: e.to_string(),
+                    })
+                    .or_insert(v);
+                *n = (*n).max(v);
+            }
+        }
+    }
+
     /// Consumer lag, fetch queue and broker round trips from librdkafka's statistics.
     pub fn kafka_statistics(&self, stats: &Statistics) {
         let mut lag: HashMap<TopicLabels, i64> = HashMap::new();
@@ -302,6 +355,12 @@ impl Metrics {
                     table: table.clone(),
                 })
                 .set(now.saturating_duration_since(*at).as_secs_f64());
+        }
+        let now_micros = chrono::Utc::now().timestamp_micros();
+        for (labels, micros) in self.newest.lock().expect("metrics lock").iter() {
+            self.freshness_data
+                .get_or_create(labels)
+                .set((now_micros - micros) as f64 / 1e6);
         }
         self.process.refresh();
     }
@@ -370,5 +429,50 @@ mod tests {
         }
         let text = Metrics::new().encode();
         assert!(text.contains("# HELP k2_buffered_records Records waiting for a commit."));
+    }
+
+    #[test]
+    fn data_freshness_is_the_age_of_the_newest_committed_record_per_exchange() {
+        use arrow::array::{StringArray, TimestampMicrosecondArray};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let now = chrono::Utc::now().timestamp_micros();
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new(EXCHANGE, DataType::Utf8, false),
+                Field::new(
+                    EXCHANGE_TIMESTAMP,
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                    false,
+                ),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec!["asx", "asx", "binance"])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![
+                        now - 90_000_000,
+                        now - 30_000_000,
+                        now - 5_000_000,
+                    ])
+                    .with_timezone("+00:00"),
+                ),
+            ],
+        )
+        .unwrap();
+        let m = Metrics::new();
+        let table = TableLabels {
+            table: "trades".into(),
+        };
+        m.data_committed(&table, &[batch]);
+        m.refresh();
+        let age = |exchange: &str| {
+            m.freshness_data
+                .get_or_create(&FreshnessLabels {
+                    table: "trades".into(),
+                    exchange: exchange.into(),
+                })
+                .get()
+        };
+        assert!((30.0..35.0).contains(&age("asx")), "{}", age("asx"));
+        assert!((5.0..10.0).contains(&age("binance")), "{}", age("binance"));
     }
 }
