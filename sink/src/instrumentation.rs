@@ -211,6 +211,8 @@ metrics! {
     freshness_data: Family<FreshnessLabels, Gauge<f64, AtomicU64>> =
         "freshness_data_seconds",
         "Seconds between now and the exchange_timestamp of the newest record this process committed, by table and exchange";
+    ready: Gauge =
+        "ready", "1 while /readyz answers 200 (in the group, no storage trouble, commits on time), else 0";
     kafka_fetch_queue: Gauge =
         "kafka_fetch_queue_messages", "Messages fetched by librdkafka and not yet consumed";
     kafka_broker_rtt: Family<BrokerLabels, Gauge<f64, AtomicU64>> =
