@@ -110,41 +110,35 @@ pub struct Survey {
     pub last: DateTime<Utc>,
 }
 
+/// The first column of `batches`, a string column, as owned strings.
+fn first_strings(batches: Vec<arrow::record_batch::RecordBatch>) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 pub fn survey(session: &k2_query::Session) -> anyhow::Result<Survey> {
     let total: i64 = session.sql("SELECT count(*) FROM trades", &[])?[0]
         .column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()
         .value(0);
-    let by_count: Vec<String> = session
-        .sql(
-            "SELECT symbol, count(*) AS n FROM trades WHERE exchange = 'asx'
-             GROUP BY symbol ORDER BY n DESC, symbol",
-            &[],
-        )?
-        .iter()
-        .flat_map(|b| {
-            let a = b.column(0).as_string::<i32>();
-            (0..b.num_rows())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let by_count = first_strings(session.sql(
+        "SELECT symbol, count(*) AS n FROM trades WHERE exchange = 'asx'
+         GROUP BY symbol ORDER BY n DESC, symbol",
+        &[],
+    )?);
     anyhow::ensure!(!by_count.is_empty(), "the trades table has no ASX trades");
     let busiest = by_count[0].clone();
     let typical = by_count[by_count.len() / 2].clone();
-    let all: Vec<String> = session
-        .sql(
-            "SELECT DISTINCT symbol FROM trades WHERE exchange = 'asx' ORDER BY 1",
-            &[],
-        )?
-        .iter()
-        .flat_map(|b| {
-            let a = b.column(0).as_string::<i32>();
-            (0..b.num_rows())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // By count, the symbols are every ASX symbol; sorted for the requests.
+    let mut all = by_count.clone();
+    all.sort();
     let span = session.sql(
         "SELECT epoch_us(min(exchange_timestamp)), epoch_us(max(exchange_timestamp)) FROM trades",
         &[],
