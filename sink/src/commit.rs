@@ -20,7 +20,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind};
 
 use crate::dead_letters::PendingDeadLetters;
-use crate::instrumentation::{Metrics, TableLabels};
+use crate::instrumentation::{Metrics, Operation, TableLabels};
 use crate::job::{
     CommitJob, LineageError, PartitionRange, TableJob, batches_without_partitions, not_yet_recorded,
 };
@@ -222,7 +222,7 @@ impl Committer {
         };
         let commit_id = format!("{}-{id}", self.writer_id);
         let started = Instant::now();
-        let mut retrying = Retrying::new(&self.metrics, ident.to_string());
+        let mut retrying = Retrying::new(&self.metrics, ident.to_string(), TROUBLE_AFTER);
         let fatal = |e: iceberg::Error| CommitError {
             table: ident.to_string(),
             message: format!("{e:#}"),
@@ -240,7 +240,9 @@ impl Committer {
                 Ok(t) => t,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    retrying.again("loading the table", &e).await;
+                    retrying
+                        .again(Operation::CatalogLoad, "loading the table", &e)
+                        .await;
                     continue;
                 }
             };
@@ -293,7 +295,9 @@ impl Committer {
                         }
                         Err(e) if is_fatal(&e) => return Err(fatal(e)),
                         Err(e) => {
-                            retrying.again("writing data files", &e).await;
+                            retrying
+                                .again(Operation::DataFileWrite, "writing data files", &e)
+                                .await;
                             continue;
                         }
                     }
@@ -338,7 +342,9 @@ impl Committer {
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
                     self.metrics.commit(&labels.table, "error");
-                    retrying.again("the catalog commit", &e).await;
+                    retrying
+                        .again(Operation::Commit, "the catalog commit", &e)
+                        .await;
                 }
             }
         }
@@ -356,7 +362,7 @@ impl Committer {
     ) -> Result<(), CommitError> {
         let ident = sequence_events_ident();
         let commit_id = format!("{}-{id}-events", self.writer_id);
-        let mut retrying = Retrying::new(&self.metrics, ident.to_string());
+        let mut retrying = Retrying::new(&self.metrics, ident.to_string(), TROUBLE_AFTER);
         let fatal = |e: iceberg::Error| CommitError {
             table: ident.to_string(),
             message: format!("{e:#}"),
@@ -367,7 +373,9 @@ impl Committer {
                 Ok(t) => t,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    retrying.again("loading sequence_events", &e).await;
+                    retrying
+                        .again(Operation::CatalogLoad, "loading sequence_events", &e)
+                        .await;
                     continue;
                 }
             };
@@ -393,7 +401,9 @@ impl Committer {
                 Ok(f) => f,
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    retrying.again("writing sequence events", &e).await;
+                    retrying
+                        .again(Operation::DataFileWrite, "writing sequence events", &e)
+                        .await;
                     continue;
                 }
             };
@@ -410,7 +420,9 @@ impl Committer {
                 }
                 Err(e) if is_fatal(&e) => return Err(fatal(e)),
                 Err(e) => {
-                    retrying.again("committing sequence events", &e).await;
+                    retrying
+                        .again(Operation::Commit, "committing sequence events", &e)
+                        .await;
                 }
             }
         }
@@ -531,6 +543,10 @@ struct Retrying<'a> {
     table: String,
     backoff: Backoff,
     since: Option<Instant>,
+    /// How long failures may go on before they are trouble.
+    budget: Duration,
+    /// The episode has outlasted its budget (counted once as exhausted).
+    exhausted: bool,
 }
 
 /// How long a table's storage or catalog may keep failing before the sink says it is not
@@ -538,19 +554,25 @@ struct Retrying<'a> {
 const TROUBLE_AFTER: Duration = Duration::from_secs(30);
 
 impl<'a> Retrying<'a> {
-    fn new(metrics: &'a Metrics, table: String) -> Self {
+    fn new(metrics: &'a Metrics, table: String, budget: Duration) -> Self {
         Retrying {
             metrics,
             table,
             backoff: Backoff::new(),
             since: None,
+            budget,
+            exhausted: false,
         }
     }
 
-    async fn again(&mut self, what: &str, e: &iceberg::Error) {
-        self.metrics.storage_retries.inc();
+    async fn again(&mut self, op: Operation, what: &str, e: &iceberg::Error) {
+        self.metrics.retried(op);
         let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= TROUBLE_AFTER {
+        if since.elapsed() >= self.budget {
+            if !self.exhausted {
+                self.exhausted = true;
+                self.metrics.retries_exhausted(op);
+            }
             self.metrics.health().trouble(
                 &format!("storage ({})", self.table),
                 Some(format!(
@@ -584,6 +606,7 @@ mod tests {
     use iceberg::TableCommit;
 
     use super::*;
+
     use crate::offsets::PartitionMap;
     use crate::pinned_catalog::wrapping_catalog;
     use crate::stages::test_support::{TOPIC, catalog, push_from, stages, trade};
@@ -808,5 +831,42 @@ mod tests {
             assert_eq!(table_state(&real, &rt), (1, 6, Some(6)));
             assert_eq!(parquet_files(dir.path()), written, "max age {max_age:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn retries_past_their_budget_are_counted_once_and_make_the_sink_unready() {
+        use k2_common::health::Probe;
+        let metrics = Metrics::new();
+        let health = metrics.health().clone();
+        health.beat();
+        health.joined();
+        let e = iceberg::Error::new(ErrorKind::Unexpected, "connection refused");
+        {
+            let mut r = Retrying::new(&metrics, "market_data.trades".into(), Duration::ZERO);
+            r.again(Operation::Commit, "the catalog commit", &e).await;
+            r.again(Operation::Commit, "the catalog commit", &e).await;
+            let reason = health.ready().unwrap_err();
+            assert!(
+                reason.contains("storage (market_data.trades): the catalog commit has failed")
+                    && reason.contains("connection refused"),
+                "{reason}"
+            );
+        }
+        assert_eq!(health.ready(), Ok(()), "the episode is over");
+        let text = metrics.encode();
+        assert!(
+            text.contains("k2_retries_total{operation=\"commit\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k2_retries_exhausted_total{operation=\"commit\"} 1"),
+            "{text}"
+        );
+
+        // Within the budget: counted, not trouble.
+        let mut r = Retrying::new(&metrics, "market_data.quotes".into(), TROUBLE_AFTER);
+        r.again(Operation::CatalogLoad, "loading the table", &e)
+            .await;
+        assert_eq!(health.ready(), Ok(()));
     }
 }

@@ -24,7 +24,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::decoder::Rejected;
-use crate::instrumentation::{LogBudget, Metrics};
+use crate::instrumentation::{LogBudget, Metrics, Operation};
 
 pub const HEADER_SOURCE_TOPIC: &str = "k2.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "k2.source.partition";
@@ -220,7 +220,7 @@ impl PendingDeadLetters {
                 }
             }
             if let Some(e) = transient {
-                self.metrics.dead_letter_retries.inc();
+                self.metrics.retried(Operation::DeadLetterSend);
                 backoff.wait("delivering dead letters", &e).await;
             }
             for (rejected, form) in again {

@@ -83,6 +83,33 @@ pub struct FreshnessLabels {
     pub exchange: String,
 }
 
+/// What was retried.
+#[derive(Clone, Copy, Debug)]
+pub enum Operation {
+    CatalogLoad,
+    OffsetsRead,
+    DataFileWrite,
+    Commit,
+    DeadLetterSend,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CatalogLoad => "catalog_load",
+            Operation::OffsetsRead => "offsets_read",
+            Operation::DataFileWrite => "data_file_write",
+            Operation::Commit => "commit",
+            Operation::DeadLetterSend => "dead_letter_send",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
 /// A broker, as librdkafka names it (`host:port/id`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BrokerLabels {
@@ -161,8 +188,6 @@ metrics! {
     dead_letters_truncated: Counter =
         "dead_letters_truncated",
         "Dead letters sent without their value because the full one could never be delivered (too large, invalid)";
-    dead_letter_retries: Counter =
-        "dead_letter_retries", "Retries of dead-letter deliveries that failed for a reason that may pass";
     commits: Family<CommitLabels, Counter> =
         "commits", "Iceberg commit attempts by outcome";
     commit_seconds: Family<TableLabels, Histogram> =
@@ -198,8 +223,12 @@ metrics! {
     offset_discontinuities: Family<KindLabels, Counter> =
         "offset_discontinuities",
         "Partitions not read on from where their table said: deleted (start below the log's first offset: retention deleted records K2 never read), beyond_end (start past the log's end: topic recreated), skipped (first record read past the start: aborted transactions or control records)";
-    storage_retries: Counter =
-        "storage_retries", "Retries of failed catalog or storage operations";
+    retries: Family<OperationLabels, Counter> =
+        "retries",
+        "Retries of failed operations that may pass, by operation: catalog_load, offsets_read, data_file_write, commit, dead_letter_send";
+    retries_exhausted: Family<OperationLabels, Counter> =
+        "retries_exhausted",
+        "Retry episodes that outlasted their budget (30 s of failures): the sink keeps retrying, pauses rather than buffers, and reports not ready";
     consumer_lag: Family<TopicLabels, Gauge> =
         "consumer_lag_records",
         "Records between the consumer's position and the high watermark, summed over a topic's assigned partitions (librdkafka statistics)";
@@ -259,6 +288,24 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         k2_common::metrics::encode(&self.registry)
+    }
+
+    /// One retry of `op`.
+    pub fn retried(&self, op: Operation) {
+        self.retries
+            .get_or_create(&OperationLabels {
+                operation: op.as_str().into(),
+            })
+            .inc();
+    }
+
+    /// Retries of `op` have outlasted their budget.
+    pub fn retries_exhausted(&self, op: Operation) {
+        self.retries_exhausted
+            .get_or_create(&OperationLabels {
+                operation: op.as_str().into(),
+            })
+            .inc();
     }
 
     /// A successful commit of `table`.

@@ -21,7 +21,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use k2_common::data_type::DataType;
 
 use crate::consumer::SinkConsumer;
-use crate::instrumentation::Metrics;
+use crate::instrumentation::{Metrics, Operation};
 use crate::offsets::{OffsetsError, TableOffsets, TopicPartition};
 use crate::sequence_check::WarmUp;
 use crate::table::table_ident;
@@ -264,9 +264,7 @@ pub(crate) async fn table_offsets(
         &what,
         || catalog.load_table(&ident),
         |e| !crate::commit::is_fatal(e),
-        |_| {
-            metrics.storage_retries.inc();
-        },
+        |_| metrics.retried(Operation::OffsetsRead),
     )
     .await
     .map_err(|source| ResumeError::Table {
