@@ -855,6 +855,49 @@ fn health_endpoints_and_lag_metrics_follow_the_sink() {
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
 }
 
+/// With `log.format = "auto"` (the shipped default) a sink whose stderr is a file writes
+/// JSON lines: message and fields under `fields`, spans beside them.
+#[test]
+fn logs_are_json_lines_off_a_terminal() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.var("K2_LOG__FORMAT", "auto")
+        .var("K2_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1");
+    let log = "sink.json.log";
+    let mut child = env.spawn("k2-sink", &[], log);
+    let mut listening = None;
+    wait_until(
+        &env,
+        log,
+        "the metrics line",
+        Duration::from_secs(30),
+        || {
+            listening = env.log(log).lines().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == "metrics endpoint listening").then_some(v)
+            });
+            listening.is_some()
+        },
+    );
+    let line = listening.unwrap();
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(
+        line["fields"]["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert!(line["timestamp"].is_string(), "{line}");
+    for l in env.log(log).lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "not a JSON line: {l}"
+        );
+    }
+    signal(&child, "KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+}
+
 /// SIGTERM commits what is buffered, then the group offsets; a restart adds nothing.
 #[test]
 fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {

@@ -25,8 +25,33 @@ where
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     // A second init (tests, embedded use) keeps the first subscriber.
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
+    let _ = match resolve(
+        config.format,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    ) {
         LogFormat::Json => builder.json().try_init(),
+        _ => builder.try_init(),
     };
+}
+
+/// The format logs are written in: `auto` is text on a terminal, JSON otherwise.
+fn resolve(format: LogFormat, terminal: bool) -> LogFormat {
+    match format {
+        LogFormat::Auto if terminal => LogFormat::Text,
+        LogFormat::Auto => LogFormat::Json,
+        chosen => chosen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_text_for_a_person_and_json_for_a_collector() {
+        assert_eq!(resolve(LogFormat::Auto, true), LogFormat::Text);
+        assert_eq!(resolve(LogFormat::Auto, false), LogFormat::Json);
+        assert_eq!(resolve(LogFormat::Text, false), LogFormat::Text);
+        assert_eq!(resolve(LogFormat::Json, true), LogFormat::Json);
+    }
 }

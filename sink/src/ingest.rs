@@ -304,6 +304,9 @@ impl Sink {
             return Ok(());
         };
         let outcome = outcome?;
+        // The cycle's id on every line of its acknowledgement (as on its sealing and
+        // commit lines).
+        let _cycle = tracing::info_span!("acknowledge", job = outcome.id).entered();
         self.summary.commits += 1;
         self.in_flight_since = None;
         self.health.committed();
@@ -333,6 +336,7 @@ impl Sink {
         }
         if acknowledge.count() > 0 {
             self.acknowledge(&acknowledge, CommitMode::Async);
+            tracing::debug!(partitions = acknowledge.count(), "acknowledged");
         }
         for tp in fenced {
             self.reseek(&tp)?;

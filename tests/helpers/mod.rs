@@ -270,7 +270,8 @@ impl TestEnv {
                  [schemas]\ndir = \"{schemas}\"\n\
                  [kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\
                  [sink]\ndead_letter_topic = \"{dead_letter_topic}\"\n\
-                 [metrics]\naddress = \"127.0.0.1:0\"\n",
+                 [metrics]\naddress = \"127.0.0.1:0\"\n\
+                 [log]\nformat = \"text\"\n",
                 schemas = repo_root().join("schemas").display(),
                 bootstrap = BOOTSTRAP.as_str(),
             ),

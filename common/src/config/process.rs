@@ -352,6 +352,9 @@ impl Default for MetricsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
+    /// Text for a person at a terminal, JSON for anything else (files, journald, a
+    /// container's log collector).
+    Auto,
     Text,
     Json,
 }
@@ -367,7 +370,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: LogFormat::Text,
+            format: LogFormat::Auto,
             filter: "info".into(),
         }
     }
