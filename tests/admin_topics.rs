@@ -133,3 +133,50 @@ fn bad_config_exits_2_naming_the_file() {
         "{err}"
     );
 }
+
+/// `k2-admin status` reads the catalog and the broker with no sink running: before the
+/// sink, every fed record is behind; after `k2-sink --once`, nothing is, and the tables
+/// hold them all.
+#[test]
+fn status_reports_tables_lag_and_dead_letters_without_a_sink() {
+    let env = TestEnv::ready(1, 1, "1s");
+    let fed = 2_000;
+    let out = env.run(
+        "k2-feed",
+        &["synthetic", "--count", &fed.to_string(), "--symbols", "4"],
+    );
+    assert!(out.status.success(), "k2-feed: {}", stderr(&out));
+    let status = || -> serde_json::Value {
+        let out = env.run("k2-admin", &["status", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).expect("JSON")
+    };
+    let behind = |s: &serde_json::Value| -> i64 {
+        s["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["behind"].as_i64().unwrap())
+            .sum()
+    };
+    let before = status();
+    assert_eq!(behind(&before), fed, "{before:#}");
+    assert_eq!(before["dead_letters"]["depth"], 0, "{before:#}");
+
+    env.sink_once(&[], std::time::Duration::from_secs(300));
+    let after = status();
+    assert_eq!(behind(&after), 0, "{after:#}");
+    let tables = after["tables"].as_array().unwrap();
+    let records: u64 = tables.iter().map(|t| t["records"].as_u64().unwrap()).sum();
+    assert_eq!(records, fed as u64, "{after:#}");
+    for t in tables {
+        assert!(t["snapshots"].as_u64().unwrap() >= 1, "{t}");
+        assert!(t["commit_age_seconds"].as_f64().unwrap() < 600.0, "{t}");
+    }
+    let text = env.run("k2-admin", &["status"]);
+    let text = stdout(&text);
+    assert!(
+        text.contains("market_data.trades") && text.contains("dead letters:"),
+        "{text}"
+    );
+}

@@ -17,6 +17,7 @@ use k2_admin::{schemas, topics};
 
 mod maintain;
 mod progress;
+mod status;
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::registry::SchemaRegistryClient;
 use k2_common::startup::Program;
@@ -52,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         action: SchemasAction,
     },
+    /// Where K2 stands, from the catalog and the broker (no sink needed): per table the
+    /// last commit and snapshot count, per topic how far the tables are behind, the
+    /// dead-letter topic's depth.
+    Status {
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Table maintenance, safe beside a running sink (policy: the `maintenance` section).
     Maintain {
         #[command(subcommand)]
@@ -71,6 +79,12 @@ enum Command {
         #[arg(long, global = true, value_parser = humantime::parse_duration)]
         every: Option<std::time::Duration>,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum StatusFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +177,14 @@ async fn run(
                     })
                 }
             }
+        }
+        Command::Status { format } => {
+            let status = status::collect(config, topics_config).await?;
+            match format {
+                StatusFormat::Text => print!("{status}"),
+                StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Maintain {
             step,
