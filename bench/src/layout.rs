@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use arrow::array::{AsArray, RecordBatch};
@@ -30,7 +30,7 @@ use k2_common::config::K2Config;
 use k2_query::plan::Filter;
 use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
 
-use crate::query::{Survey, ohlcv_sql, survey};
+use crate::query::{Survey, drop_caches, median, ohlcv_sql, survey};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -198,16 +198,6 @@ const SHAPES: [Shape; 3] = [
         range: false,
     },
 ];
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-fn drop_caches() {
-    let _ = std::process::Command::new("sync").status();
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-}
 
 /// The day's rows, sorted by (symbol, exchange_timestamp).
 fn read_sorted(files: &[String]) -> anyhow::Result<RecordBatch> {

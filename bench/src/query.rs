@@ -38,12 +38,12 @@ struct Case {
     req: OhlcvRequest,
 }
 
-fn median(mut xs: Vec<Duration>) -> Duration {
+pub fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
 }
 
-fn drop_caches() -> bool {
+pub fn drop_caches() -> bool {
     // Needs root; without it "cold" means a new session over a warm OS cache.
     let _ = std::process::Command::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()

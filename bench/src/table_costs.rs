@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use futures::TryStreamExt;
@@ -24,11 +24,6 @@ pub struct Args {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
-}
-
-fn median(mut xs: Vec<Duration>) -> f64 {
-    xs.sort();
-    xs[xs.len() / 2].as_secs_f64() * 1e3
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -105,7 +100,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
         commits.push(t.elapsed());
     }
-    let (plan_ms, commit_ms) = (median(plans), median(commits));
+    let ms = |xs| crate::query::median(xs).as_secs_f64() * 1e3;
+    let (plan_ms, commit_ms) = (ms(plans), ms(commits));
     println!(
         "| metadata bytes | snapshots | manifests | data files | plan whole table ms | commit ms |"
     );

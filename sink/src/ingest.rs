@@ -22,7 +22,6 @@ use rustc_hash::FxBuildHasher;
 
 use k2_common::config::CommitPolicy;
 use k2_common::data_type::DataType;
-use k2_common::health::Health;
 
 use crate::commit::{CommitError, CommitTask, CommitTaskEnded, RangeOutcome};
 use crate::consumer::{RebalanceEvent, SinkConsumer};
@@ -107,7 +106,6 @@ pub struct Sink {
     assigned_once: bool,
     probe: TopicPartition,
     summary: RunSummary,
-    health: Health,
     /// When the oldest record of the job with the committer was handled.
     in_flight_since: Option<Instant>,
 }
@@ -119,7 +117,7 @@ impl Sink {
         let mut stopping = false;
         let mut last_check = Instant::now();
         loop {
-            self.health.beat();
+            self.metrics.health().beat();
             if !stopping && stop.load(Ordering::Relaxed) {
                 tracing::info!("stopping: committing what is buffered");
                 stopping = true;
@@ -161,7 +159,7 @@ impl Sink {
             self.metrics
                 .buffered_bytes
                 .set(self.stages.buffer.bytes() as i64);
-            self.health.uncommitted_since(
+            self.metrics.health().uncommitted_since(
                 [self.in_flight_since, self.stages.buffer.oldest()]
                     .into_iter()
                     .flatten()
@@ -309,7 +307,7 @@ impl Sink {
         let _cycle = tracing::info_span!("acknowledge", job = outcome.id).entered();
         self.summary.commits += 1;
         self.in_flight_since = None;
-        self.health.committed();
+        self.metrics.health().committed();
         let mut acknowledge = TopicPartitionList::new();
         let mut fenced = Vec::new();
         for table in &outcome.tables {
@@ -461,7 +459,7 @@ impl Sink {
                 RebalanceEvent::Failed(e) => return Err(e.into()),
                 RebalanceEvent::Assigned(assigned) => {
                     self.assigned_once = true;
-                    self.health.joined();
+                    self.metrics.health().joined();
                     let mut to_resume = Vec::with_capacity(assigned.len());
                     for a in assigned {
                         let epoch = self.new_epoch();

@@ -103,6 +103,12 @@ impl Operation {
             Operation::DeadLetterSend => "dead_letter_send",
         }
     }
+
+    fn labels(self) -> OperationLabels {
+        OperationLabels {
+            operation: self.as_str().into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -292,20 +298,12 @@ impl Metrics {
 
     /// One retry of `op`.
     pub fn retried(&self, op: Operation) {
-        self.retries
-            .get_or_create(&OperationLabels {
-                operation: op.as_str().into(),
-            })
-            .inc();
+        self.retries.get_or_create(&op.labels()).inc();
     }
 
     /// Retries of `op` have outlasted their budget.
     pub fn retries_exhausted(&self, op: Operation) {
-        self.retries_exhausted
-            .get_or_create(&OperationLabels {
-                operation: op.as_str().into(),
-            })
-            .inc();
+        self.retries_exhausted.get_or_create(&op.labels()).inc();
     }
 
     /// A successful commit of `table`.

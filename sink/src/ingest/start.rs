@@ -158,7 +158,6 @@ impl Sink {
             sequence_check.warmup_window(),
         );
         tracing::info!(%writer_id, topics = topic_names.len(), group = %config.kafka.group_id, "sink started");
-        let health = metrics.health().clone();
         Ok(Sink {
             consumer,
             resume,
@@ -183,7 +182,6 @@ impl Sink {
             assigned_once: false,
             probe: TopicPartition::new(String::new(), 0),
             summary: RunSummary::default(),
-            health,
             in_flight_since: None,
         })
     }
