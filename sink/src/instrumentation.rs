@@ -94,6 +94,14 @@ pub enum Operation {
 }
 
 impl Operation {
+    pub const ALL: [Operation; 5] = [
+        Operation::CatalogLoad,
+        Operation::OffsetsRead,
+        Operation::DataFileWrite,
+        Operation::Commit,
+        Operation::DeadLetterSend,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::CatalogLoad => "catalog_load",
@@ -163,14 +171,16 @@ macro_rules! metrics {
                     registry.register($name, $help, $field.clone());
                 )*
                 let process = ProcessMetrics::register(&mut registry);
-                Metrics {
+                let metrics = Metrics {
                     $( $field, )*
                     process,
                     health: Health::new(policy),
                     commits_at: Arc::default(),
                     newest: Arc::default(),
                     registry: Arc::new(registry),
-                }
+                };
+                metrics.start_at_zero();
+                metrics
             }
 
             /// Every metric's name (without the `k2_` prefix), in declaration order.
@@ -261,6 +271,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Series that must exist at 0 before their first event: Prometheus's increase() over a
+    /// series born at 1 misses that first step (K2RetriesExhausted would miss the first
+    /// exhausted episode).
+    fn start_at_zero(&self) {
+        for op in Operation::ALL {
+            let _ = self.retries.get_or_create(&op.labels());
+            let _ = self.retries_exhausted.get_or_create(&op.labels());
+        }
+    }
+
     pub fn topic_labels(topic: &str) -> TopicLabels {
         TopicLabels::of(topic)
     }
@@ -375,6 +395,8 @@ impl Metrics {
             self.consumer_lag.get_or_create(&labels).set(n);
         }
         self.kafka_fetch_queue.set(queued);
+        self.health
+            .trouble("kafka", unreachable_brokers(stats.brokers.values()));
         for broker in stats.brokers.values() {
             if let Some(rtt) = &broker.rtt {
                 self.kafka_broker_rtt
@@ -391,9 +413,10 @@ impl Metrics {
         &self.health
     }
 
-    /// Values that are ages, computed as of now (before each scrape).
+    /// Values that are ages or judgements, computed as of now (before each scrape).
     pub fn refresh(&self) {
         let now = Instant::now();
+        self.ready.set(i64::from(self.health.ready_at(now).is_ok()));
         self.commit_lag
             .set(self.health.commit_lag(now).as_secs_f64());
         for (table, at) in self.commits_at.lock().expect("metrics lock").iter() {
@@ -459,6 +482,27 @@ impl LogBudget {
     }
 }
 
+/// A readiness reason when the brokers librdkafka learned from metadata are all
+/// disconnected: nothing is consumed then, whatever the group's last state was. (Bootstrap
+/// and internal entries do not count; librdkafka connects sparsely, so one broker up is
+/// enough.)
+fn unreachable_brokers<'a>(
+    brokers: impl IntoIterator<Item = &'a rdkafka::statistics::Broker>,
+) -> Option<String> {
+    let learned: Vec<_> = brokers
+        .into_iter()
+        .filter(|b| b.source == "learned")
+        .collect();
+    if learned.is_empty() || learned.iter().any(|b| b.state == "UP") {
+        return None;
+    }
+    let states: Vec<_> = learned
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.state))
+        .collect();
+    Some(format!("no broker connected ({})", states.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +520,82 @@ mod tests {
         }
         let text = Metrics::new().encode();
         assert!(text.contains("# HELP k2_buffered_records Records waiting for a commit."));
+    }
+
+    #[test]
+    fn no_learned_broker_up_is_a_readiness_reason() {
+        use rdkafka::statistics::Broker;
+        let broker = |name: &str, source: &str, state: &str| Broker {
+            name: name.into(),
+            source: source.into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        let bootstrap = broker("127.0.0.1:9092/bootstrap", "configured", "DOWN");
+        let coordinator = broker("GroupCoordinator", "logical", "DOWN");
+        let b1 = broker("127.0.0.1:9092/1", "learned", "UP");
+        let b2 = broker("127.0.0.1:9094/2", "learned", "CONNECT");
+        assert_eq!(unreachable_brokers([&bootstrap]), None, "before metadata");
+        assert_eq!(
+            unreachable_brokers([&bootstrap, &coordinator, &b1, &b2]),
+            None
+        );
+        let b1_down = broker("127.0.0.1:9092/1", "learned", "DOWN");
+        assert_eq!(
+            unreachable_brokers([&bootstrap, &b1_down, &b2]).as_deref(),
+            Some("no broker connected (127.0.0.1:9092/1 DOWN, 127.0.0.1:9094/2 CONNECT)")
+        );
+
+        let m = Metrics::new();
+        m.kafka_statistics(&rdkafka::Statistics {
+            brokers: [("b1".to_string(), b1_down)].into(),
+            ..Default::default()
+        });
+        let why = m.health().ready_at(Instant::now()).unwrap_err();
+        assert!(why.contains("kafka: no broker connected"), "{why}");
+    }
+
+    #[test]
+    fn the_ready_gauge_says_what_readyz_says() {
+        let m = Metrics::new();
+        let ready = |m: &Metrics| {
+            m.refresh();
+            m.ready.get()
+        };
+        assert_eq!(ready(&m), 0, "the loop has not started");
+        m.health().beat();
+        m.health().joined();
+        assert_eq!(ready(&m), 1);
+        m.health().trouble("storage (t)", Some("down".into()));
+        assert_eq!(ready(&m), 0);
+    }
+
+    #[test]
+    fn retry_counters_of_every_operation_start_at_zero() {
+        let m = Metrics::new();
+        m.retries_exhausted(Operation::Commit);
+        let text = m.encode();
+        for op in Operation::ALL {
+            let zero_or_one = if matches!(op, Operation::Commit) {
+                1
+            } else {
+                0
+            };
+            assert!(
+                text.contains(&format!(
+                    "k2_retries_total{{operation=\"{}\"}} 0\n",
+                    op.as_str()
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "k2_retries_exhausted_total{{operation=\"{}\"}} {zero_or_one}\n",
+                    op.as_str()
+                )),
+                "{text}"
+            );
+        }
     }
 
     #[test]

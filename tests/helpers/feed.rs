@@ -41,8 +41,13 @@ impl Default for Feed {
 
 impl Feed {
     pub fn new() -> Self {
+        Self::at(BOOTSTRAP.as_str())
+    }
+
+    /// An idempotent producer to the broker at `bootstrap` (a test's private broker).
+    pub fn at(bootstrap: &str) -> Self {
         let producer = ClientConfig::new()
-            .set("bootstrap.servers", BOOTSTRAP.as_str())
+            .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub mod feed;
+pub mod poison;
 pub mod registry;
+pub mod services;
 pub mod sink;
 pub mod tables;
 
@@ -107,46 +109,29 @@ pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// `[warehouse.s3]` for the local S3 server on `$K2_S3_PORT` (default 9000).
-fn s3_settings() -> String {
+/// The shared S3 server's port: `$K2_S3_PORT` (default 9000).
+pub fn s3_port() -> u16 {
+    env_or("K2_S3_PORT", 9000u16)
+}
+
+/// `[warehouse.s3]` for the local S3 server on `port`, with these credentials.
+fn s3_settings(port: u16, access_key: &str, secret_key: &str) -> String {
     format!(
-        "[warehouse.s3]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\n\
-         path_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
-        env_or("K2_S3_PORT", 9000u16)
+        "[warehouse.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\n\
+         path_style = true\naccess_key_id = \"{access_key}\"\nsecret_access_key = \"{secret_key}\"\n"
     )
 }
 
-/// Creates an S3 table bucket (what SeaweedFS's REST catalog serves) with `weed shell`.
-fn create_table_bucket(name: &str) {
-    let cache = std::env::var_os("K2_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/k2"));
-    let weed = cache.join("venv/bin/weed");
-    let master = format!("-master=127.0.0.1:{}", env_or("K2_S3_PORT", 9000u16) + 1);
-    let mut child = Command::new(&weed)
-        .args(["shell", &master])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (scripts/services up s3 installs it)",
-                weed.display()
-            )
-        });
-    use std::io::Write;
-    writeln!(
-        child.stdin.take().unwrap(),
-        "s3tables.bucket -create -name {name} -account admin"
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+/// Creates an S3 table bucket (what SeaweedFS's REST catalog serves) on the SeaweedFS whose
+/// S3 port is `s3_port`.
+fn create_table_bucket(s3_port: u16, name: &str) {
+    let text = services::weed_shell(
+        s3_port,
+        &format!("s3tables.bucket -create -name {name} -account admin"),
+    );
     assert!(
-        out.status.success() && text.contains(&format!("bucket/{name}")),
-        "creating table bucket {name} failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        text.contains(&format!("bucket/{name}")),
+        "creating table bucket {name} failed:\n{text}"
     );
 }
 
@@ -308,6 +293,17 @@ impl TestEnv {
         });
     }
 
+    /// The broker this environment's processes use: its `K2_KAFKA__BOOTSTRAP_SERVERS`
+    /// override (a private broker), else the tests' shared one.
+    pub fn bootstrap(&self) -> String {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "K2_KAFKA__BOOTSTRAP_SERVERS")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| BOOTSTRAP.clone())
+    }
+
     /// Adds an environment variable (a `K2_*` config override) for processes started later.
     pub fn var(&mut self, key: &str, value: &str) -> &mut Self {
         self.vars.push((key.to_string(), value.to_string()));
@@ -411,24 +407,68 @@ impl TestEnv {
     /// Puts this environment's warehouse on the local S3 server (SeaweedFS, started by
     /// `scripts/services`) under a prefix of its own; the catalog stays the SQL one.
     pub fn use_s3_warehouse(&self) {
+        self.use_s3_warehouse_at(s3_port(), S3_ACCESS_KEY, S3_SECRET_KEY);
+    }
+
+    /// [`TestEnv::use_s3_warehouse`] on the S3 server at `port`, with these credentials.
+    pub fn use_s3_warehouse_at(&self, port: u16, access_key: &str, secret_key: &str) {
         let prefix = unique("wh");
         self.append_config(&format!(
             "[warehouse]\nlocation = \"s3://lakehouse/{prefix}\"\n{}",
-            s3_settings()
+            s3_settings(port, access_key, secret_key)
         ));
     }
 
     /// Puts this environment on the Iceberg REST catalog of the local SeaweedFS, in a table
     /// bucket of its own (created here), with the warehouse in that bucket.
     pub fn use_rest_catalog(&self) {
+        self.use_rest_catalog_at(s3_port(), env_or("K2_ICEBERG_REST_PORT", 8181u16));
+    }
+
+    /// [`TestEnv::use_rest_catalog`] on the SeaweedFS with these S3 and REST ports.
+    pub fn use_rest_catalog_at(&self, s3_port: u16, rest_port: u16) {
         let bucket = unique("t");
-        create_table_bucket(&bucket);
+        create_table_bucket(s3_port, &bucket);
         self.append_config(&format!(
-            "[catalog]\ntype = \"rest\"\nname = \"k2\"\nuri = \"http://127.0.0.1:{rest}\"\n\
+            "[catalog]\ntype = \"rest\"\nname = \"k2\"\nuri = \"http://127.0.0.1:{rest_port}\"\n\
              credential = \"{S3_ACCESS_KEY}:{S3_SECRET_KEY}\"\nwarehouse = \"s3://{bucket}\"\n\
              [warehouse]\nlocation = \"s3://{bucket}\"\n{s3}",
-            rest = env_or("K2_ICEBERG_REST_PORT", 8181u16),
-            s3 = s3_settings(),
+            s3 = s3_settings(s3_port, S3_ACCESS_KEY, S3_SECRET_KEY),
+        ));
+    }
+
+    /// Puts this environment's catalog in a database of its own (created here) on the
+    /// PostgreSQL at `port` (scripts/services.d/postgres.sh); the warehouse stays local.
+    pub fn use_postgres_catalog_at(&self, port: u16) {
+        let db = unique("k2cat");
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "k2",
+                "-d",
+                "k2",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("CREATE DATABASE {db}"),
+            ])
+            .env("PGPASSWORD", "k2-password")
+            .output()
+            .expect("psql (Debian postgresql-client)");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE {db}: {}",
+            stderr(&out)
+        );
+        self.append_config(&format!(
+            "[catalog]\ntype = \"sql\"\nname = \"k2\"\n\
+             uri = \"postgres://k2:k2-password@127.0.0.1:{port}/{db}\"\n"
         ));
     }
 

@@ -105,9 +105,10 @@ impl BackgroundFeed {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let topics = feed_topics(env);
+        let bootstrap = env.bootstrap();
         let handle = std::thread::spawn(move || {
             let rt = crate::runtime();
-            let feed = Feed::new();
+            let feed = Feed::at(&bootstrap);
             let mut keys = BTreeSet::new();
             let mut seq = first_seq;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
