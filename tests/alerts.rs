@@ -36,6 +36,7 @@ fn check(args: &[&str]) {
 #[test]
 fn the_scrape_config_and_the_rules_are_valid() {
     check(&["check", "config", "prometheus.yml"]);
+    check(&["check", "config", "compose.yml"]);
     check(&["check", "rules", "alerts.yml"]);
 }
 

@@ -1019,15 +1019,20 @@ enum Victim {
 /// takes its partitions over, and every record lands exactly once.
 fn two_sinks_one_killed(protocol: GroupProtocol, victim: Victim) {
     ensure_services();
-    let env = crash_env_with(protocol);
+    two_sinks_one_killed_in(&crash_env_with(protocol), victim);
+}
+
+/// Two sinks of `env` in one group while a feed runs; `victim` is killed with -9, the
+/// survivor takes over; every record lands exactly once.
+fn two_sinks_one_killed_in(env: &TestEnv, victim: Victim) {
     env.create_topics();
-    let background = BackgroundFeed::start(&env, 800, 1);
+    let background = BackgroundFeed::start(env, 800, 1);
 
     let mut first = env.spawn("k2-sink", &[], "first.log");
-    wait_for_assignment(&env, "first.log", &mut first);
+    wait_for_assignment(env, "first.log", &mut first);
     std::thread::sleep(Duration::from_secs(3));
     let mut second = env.spawn("k2-sink", &[], "second.log");
-    wait_for_assignment(&env, "second.log", &mut second);
+    wait_for_assignment(env, "second.log", &mut second);
     // The second join revoked some of the first's partitions (cooperative-sticky).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !env.log("first.log").contains("partitions revoked") {
@@ -1074,7 +1079,7 @@ fn two_sinks_one_killed(protocol: GroupProtocol, victim: Victim) {
     assert!(status.success(), "survivor: {status}");
     env.sink_once(&[], Duration::from_secs(300));
 
-    let all = trades_and_quotes(&env);
+    let all = trades_and_quotes(env);
     assert_exactly_once(&all, &expected, &format!("two sinks, {victim:?} killed"));
     for log in ["first.log", "second.log"] {
         assert!(
@@ -1082,6 +1087,36 @@ fn two_sinks_one_killed(protocol: GroupProtocol, victim: Victim) {
             "{log}: the sink committed"
         );
     }
+}
+
+/// A SQL catalog on PostgreSQL, shared by two sinks in one group (one killed with -9) and
+/// read by k2-query through the same catalog.
+#[test]
+fn two_sinks_share_a_postgres_catalog_and_k2_query_reads_it() {
+    ensure_services();
+    let dir = tempfile::tempdir().unwrap();
+    let (_postgres, port) = k2_tests::services::Service::postgres(dir.path());
+    let env = crash_env_with(GroupProtocol::Classic);
+    env.use_postgres_catalog_at(port);
+    two_sinks_one_killed_in(&env, Victim::Leader);
+
+    let landed = trades_and_quotes(&env).rows();
+    let out = env.run(
+        "k2-query",
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "select (select count(*) from trades) + (select count(*) from quotes) as n",
+        ],
+    );
+    assert!(out.status.success(), "{}", k2_tests::stderr(&out));
+    let text = k2_tests::stdout(&out);
+    assert_eq!(
+        text.lines().nth(1).map(str::trim),
+        Some(landed.to_string().as_str()),
+        "{text}"
+    );
 }
 
 #[test]

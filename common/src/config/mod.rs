@@ -10,7 +10,7 @@ pub use error::ConfigError;
 pub use process::{
     CatalogConfig, CommitPolicy, GroupProtocol, K2Config, KafkaConfig, LogConfig, LogFormat,
     MaintenanceConfig, MetricsConfig, QueryConfig, S3Config, SchemaRegistryConfig, SchemasConfig,
-    SinkConfig, SubscriptionConfig, WarehouseConfig,
+    SinkConfig, SubscriptionConfig, WarehouseConfig, is_config_override,
 };
 pub use secret::{Properties, RedactedUrl, Secret};
 pub use topics::{

@@ -732,3 +732,29 @@ fn env_provider() -> Env {
         SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(top))
     })
 }
+
+/// Whether the environment variable `name` overrides a configuration key (`K2_` and a
+/// top-level key such as `KAFKA__…`). Other `K2_*` variables are left to scripts and
+/// command lines, so a misspelt section would be ignored silently: deployments check
+/// their variables with this.
+pub fn is_config_override(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+        let top = rest.split("__").next().unwrap_or("");
+        SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(top))
+    })
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::is_config_override;
+
+    #[test]
+    fn only_variables_naming_a_section_are_overrides() {
+        assert!(is_config_override("K2_KAFKA__BOOTSTRAP_SERVERS"));
+        assert!(is_config_override("K2_STATE_DIR"));
+        assert!(is_config_override("K2_WAREHOUSE__S3__ENDPOINT"));
+        assert!(!is_config_override("K2_CONFIG"));
+        assert!(!is_config_override("K2_KAFKAA__BOOTSTRAP_SERVERS"));
+        assert!(!is_config_override("KAFKA__BOOTSTRAP_SERVERS"));
+    }
+}
