@@ -300,7 +300,7 @@ fn time_travel_pins_every_table_and_pruning_reads_one_day() {
             .iter()
             .all(|s| s.summary.contains_key("k2.kafka-offsets"))
     );
-    let pin_to = |id: i64| Pin::Snapshots(BTreeMap::from([("trades".to_string(), id)]));
+    let pin_to = |id: i64| Pin::Snapshots(BTreeMap::from([("trades".to_string(), Some(id))]));
     let mut committed = 0;
     for s in &history {
         committed += s.added_records.expect("added-records in the summary") as i64;
@@ -364,12 +364,17 @@ fn shell_errors_are_clear_and_exit_non_zero() {
     let env = TestEnv::new();
     env.set_partitions(1, 1);
     env.create_topics();
-    let topic = env.topic(&env.asx, "trades");
-    let t = k2_tests::feed::trade(&env.asx, "equities", "BHP", 1);
-    k2_tests::runtime()
-        .block_on(k2_tests::feed::Feed::new().send(&[k2_tests::feed::trade_record(&topic, &t)]));
+    // Trades on two exchanges: `.ohlcv` without --exchange cannot guess one.
+    let records: Vec<_> = [(&env.asx, "equities"), (&env.binance, "crypto")]
+        .into_iter()
+        .map(|(exchange, class)| {
+            let t = k2_tests::feed::trade(exchange, class, "BHP", 1);
+            k2_tests::feed::trade_record(&env.topic(exchange, "trades"), &t)
+        })
+        .collect();
+    k2_tests::runtime().block_on(k2_tests::feed::Feed::new().send(&records));
     env.sink_once(&[], Duration::from_secs(120));
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["-c", "SELEC 1"], "syntax error"),
         (&["-c", "SELECT * FROM nope"], "nope"),
         (
@@ -380,7 +385,16 @@ fn shell_errors_are_clear_and_exit_non_zero() {
             &["--as-of", "2001-01-01", "-c", "SELECT 1"],
             "no snapshot at or before",
         ),
-        (&["-c", ".ohlcv BHP 1w 2014-03-10 2014-03-11"], "interval"),
+        // The request's own mistakes before the exchange guess.
+        (
+            &["-c", ".ohlcv BHP 7x 2014-03-10 2014-03-11"],
+            "interval \"7x\"",
+        ),
+        (&["-c", ".ohlcv BHP 1m someday 2014-03-11"], "\"someday\""),
+        (
+            &["-c", ".ohlcv BHP 1m 2014-03-10 2014-03-11"],
+            "several exchanges",
+        ),
     ];
     for (args, needle) in cases {
         let out = env.run("k2-query", args);
@@ -422,6 +436,21 @@ fn shell_errors_are_clear_and_exit_non_zero() {
     ] {
         let out = env.run("k2-query", &["-c", sql]);
         assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    }
+    // An empty answer still says what its columns are, in every format.
+    let empty = "SELECT symbol, price FROM trades WHERE false";
+    for (format, want) in [
+        ("csv", "symbol,price"),
+        ("json", "[]"),
+        ("table", "| symbol | price |"),
+    ] {
+        let out = env.run("k2-query", &["--format", format, "-c", empty]);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        assert!(
+            stdout(&out).lines().any(|l| l.trim() == want),
+            "{format}: {}",
+            stdout(&out)
+        );
     }
     // A catalog that cannot be reached names the URL it tried.
     let mut env = env;

@@ -13,6 +13,7 @@
 //! bars; [`rows`] turns results into typed rows.
 
 pub mod error;
+pub mod instant;
 pub mod lakehouse;
 pub mod ohlcv;
 pub mod plan;

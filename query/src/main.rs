@@ -50,9 +50,13 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
+    /// Aligned columns; a row count when stdout is a terminal.
     Table,
+    /// A header line, then one line a row.
     Csv,
+    /// One JSON array of row objects a statement (`[]` when nothing matched).
     Json,
+    /// A Parquet file (--output).
     Parquet,
 }
 
@@ -146,24 +150,7 @@ fn statements(text: &str) -> Vec<String> {
 }
 
 fn parse_instant(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    for fmt in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d",
-    ] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(t.and_utc());
-        }
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, fmt) {
-            return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-        }
-    }
-    bail!("cannot read {s:?} as a timestamp (RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] in UTC)")
+    Ok(k2_query::instant::parse(s)?)
 }
 
 fn pin_from_args(as_of: Option<&str>, snapshots: &[String]) -> anyhow::Result<Pin> {
@@ -180,7 +167,7 @@ fn pin_from_args(as_of: Option<&str>, snapshots: &[String]) -> anyhow::Result<Pi
                 let id: i64 = id
                     .parse()
                     .map_err(|_| anyhow!("--snapshot {s:?}: {id:?} is not a snapshot id"))?;
-                ids.insert(t.to_string(), id);
+                ids.insert(t.to_string(), Some(id));
             }
             Ok(Pin::Snapshots(ids))
         }
@@ -272,6 +259,9 @@ impl Shell {
                         (other, _) => bail!(".ohlcv: unexpected {other:?}; see .help"),
                     }
                 }
+                // The request's own mistakes first: guessing the exchange asks the tables.
+                let interval = interval.parse::<Interval>()?;
+                let (from, to) = (parse_instant(from)?, parse_instant(to)?);
                 let exchange = match exchange {
                     Some(e) => e,
                     None => self.only_exchange()?,
@@ -279,9 +269,9 @@ impl Shell {
                 let req = OhlcvRequest {
                     symbols: vec![symbol.to_string()],
                     exchange,
-                    interval: interval.parse::<Interval>()?,
-                    from: parse_instant(from)?,
-                    to: parse_instant(to)?,
+                    interval,
+                    from,
+                    to,
                     tz,
                     fill,
                 };
@@ -331,6 +321,11 @@ impl Shell {
                     "{}",
                     arrow::util::pretty::pretty_format_batches(batches)?
                 )?;
+                // As psql and DuckDB's shell do, for a person reading (not for pipes).
+                if std::io::stdout().is_terminal() {
+                    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                    writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
+                }
             }
             Format::Csv => {
                 let mut w = arrow_csv::WriterBuilder::new()
@@ -341,11 +336,13 @@ impl Shell {
                 }
             }
             Format::Json => {
-                let mut w = arrow_json::LineDelimitedWriter::new(&mut out);
+                // One JSON array per statement: `[]` when nothing matched.
+                let mut w = arrow_json::ArrayWriter::new(&mut out);
                 for b in batches {
                     w.write(b)?;
                 }
                 w.finish()?;
+                writeln!(out)?;
             }
             Format::Parquet => {
                 let path = self.output.as_ref().expect("checked at start");

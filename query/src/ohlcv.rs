@@ -60,6 +60,19 @@ impl FromStr for Interval {
     }
 }
 
+/// The form [`Interval::from_str`] reads: `15m`.
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.unit {
+            IntervalUnit::Second => 's',
+            IntervalUnit::Minute => 'm',
+            IntervalUnit::Hour => 'h',
+            IntervalUnit::Day => 'd',
+        };
+        write!(f, "{}{unit}", self.count)
+    }
+}
+
 impl Interval {
     /// As a DuckDB interval literal (built from validated parts, never from user text).
     fn sql(self) -> String {
@@ -243,7 +256,10 @@ impl Session {
                  ORDER BY symbol, bucket_start"
             ),
         };
-        self.run_ranged(&sql, &range, 1)
+        let bars = self.run_ranged(&sql, &range, 1)?;
+        self.check_symbols(DataType::Trades.table_name(), &range, &bars)
+            .await?;
+        Ok(bars)
     }
 
     /// [`Session::ohlcv`] as typed rows.
@@ -269,5 +285,8 @@ mod tests {
         assert!("0m".parse::<Interval>().is_err());
         assert!("1w".parse::<Interval>().is_err());
         assert!("m".parse::<Interval>().is_err());
+        for s in ["1s", "15m", "4h", "1d"] {
+            assert_eq!(s.parse::<Interval>().unwrap().to_string(), s);
+        }
     }
 }

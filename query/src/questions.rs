@@ -23,7 +23,9 @@ impl Session {
         let sql = format!(
             "SELECT * FROM {src} WHERE {IN_RANGE} ORDER BY symbol, exchange_timestamp, sequence_number"
         );
-        self.run_ranged(&sql, range, 1)
+        let rows = self.run_ranged(&sql, range, 1)?;
+        self.check_symbols(table, range, &rows).await?;
+        Ok(rows)
     }
 
     /// Trades of the range, ordered by symbol, exchange time and sequence number.
@@ -81,7 +83,10 @@ impl Session {
         quotes.from = quote_range.from.to_rfc3339();
         let params: Vec<&dyn duckdb::ToSql> =
             trades.params().into_iter().chain(quotes.params()).collect();
-        self.run(&sql, &params)
+        let rows = self.run(&sql, &params)?;
+        self.check_symbols(DataType::Trades.table_name(), range, &rows)
+            .await?;
+        Ok(rows)
     }
 
     /// Per symbol, over quotes with both sides present: `quotes, crossed (ask < bid),
@@ -102,7 +107,10 @@ impl Session {
              WHERE {IN_RANGE} AND bid_price IS NOT NULL AND ask_price IS NOT NULL
              GROUP BY symbol ORDER BY symbol"
         );
-        self.run_ranged(&sql, range, 1)
+        let stats = self.run_ranged(&sql, range, 1)?;
+        self.check_symbols(DataType::Quotes.table_name(), range, &stats)
+            .await?;
+        Ok(stats)
     }
 
     /// One row per symbol and trading day (in the exchange's time zone): OHLCV, VWAP and

@@ -2,12 +2,15 @@
 //! checked once, turned into the filter that prunes files, and bound into the SQL as the
 //! same parameters by every question, OHLCV included.
 
+use std::collections::BTreeSet;
+
+use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
 use crate::error::{QueryError, Result};
 use crate::plan::Filter;
-use crate::session::{Session, read_parquet};
+use crate::session::{Session, empty_select, read_parquet};
 
 /// Symbols on one exchange over `[from, to)`.
 #[derive(Debug, Clone)]
@@ -57,11 +60,82 @@ pub(crate) const IN_RANGE: &str = "exchange = ? AND symbol >= ? AND symbol <= ?
      AND exchange_timestamp >= CAST(? AS TIMESTAMPTZ) AND exchange_timestamp < CAST(? AS TIMESTAMPTZ)";
 
 impl Session {
-    /// `read_parquet(...)` over the files of `table` that may hold rows of `range`, or
-    /// `None` if there are none.
+    /// What to read `table`'s rows of `range` from: `read_parquet(...)` over the files that
+    /// may hold them, a typed empty relation if none may (so that an empty answer keeps its
+    /// columns), or `None` if the table does not exist.
     pub(crate) async fn source(&self, table: &str, range: &Range) -> Result<Option<String>> {
+        self.check_exchange(&range.exchange)?;
+        let Some(pinned) = self.pinned().tables.get(table) else {
+            return Ok(None);
+        };
         let files = self.planned_files(table, &range.filter()?).await?;
-        Ok((!files.is_empty()).then(|| read_parquet(&files)))
+        Ok(Some(if files.is_empty() {
+            format!("({})", empty_select(pinned))
+        } else {
+            read_parquet(&files)
+        }))
+    }
+
+    /// An exchange `topics.yaml` does not list is a mistake, not an empty answer.
+    fn check_exchange(&self, exchange: &str) -> Result<()> {
+        let known = self.exchanges();
+        if known.is_empty() || known.contains(&exchange) {
+            return Ok(());
+        }
+        Err(QueryError::Invalid(format!(
+            "unknown exchange {exchange:?} (topics.yaml lists {})",
+            known.join(", ")
+        )))
+    }
+
+    /// Fails for asked symbols that `answer` lacks and that `table` has never held on the
+    /// range's exchange at the pinned snapshot (a misspelt symbol, not a quiet range).
+    /// Costs nothing when every symbol answered; otherwise one early-stopping lookup per
+    /// missing symbol.
+    pub(crate) async fn check_symbols(
+        &self,
+        table: &str,
+        range: &Range,
+        answer: &[RecordBatch],
+    ) -> Result<()> {
+        let answered = symbols_in(answer);
+        let mut unknown = Vec::new();
+        for symbol in range
+            .symbols
+            .iter()
+            .filter(|s| !answered.contains(s.as_str()))
+        {
+            let everywhere = Filter {
+                exchange: Some(range.exchange.clone()),
+                symbols: vec![symbol.clone()],
+                from: None,
+                to: None,
+            };
+            let files = self.planned_files(table, &everywhere).await?;
+            let held = !files.is_empty()
+                && self
+                    .run(
+                        &format!(
+                            "SELECT 1 FROM {} WHERE exchange = ? AND symbol = ? LIMIT 1",
+                            read_parquet(&files)
+                        ),
+                        &[&range.exchange, symbol],
+                    )?
+                    .iter()
+                    .any(|b| b.num_rows() > 0);
+            if !held {
+                unknown.push(format!("{symbol:?}"));
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(QueryError::Invalid(format!(
+            "unknown symbol{} {} on exchange {:?}: no {table} at the pinned snapshot",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown.join(", "),
+            range.exchange
+        )))
     }
 
     /// Runs `sql` with the range's parameters bound (once per `?` group of [`IN_RANGE`],
@@ -76,6 +150,22 @@ impl Session {
         let params: Vec<&dyn duckdb::ToSql> = (0..times).flat_map(|_| bound.params()).collect();
         self.run(sql, &params)
     }
+}
+
+/// The distinct values of the `symbol` column of `batches`.
+fn symbols_in(batches: &[RecordBatch]) -> BTreeSet<&str> {
+    let mut out = BTreeSet::new();
+    for b in batches {
+        let Some(col) = b.column_by_name("symbol") else {
+            continue;
+        };
+        if let Some(a) = col.as_string_opt::<i32>() {
+            out.extend(a.iter().flatten());
+        } else if let Some(a) = col.as_string_view_opt() {
+            out.extend(a.iter().flatten());
+        }
+    }
+    out
 }
 
 /// The values one [`IN_RANGE`] binds, in its order.

@@ -57,7 +57,7 @@ fn duckdb_type(t: &Type) -> String {
 }
 
 /// A view with the table's columns and no rows (nothing committed at the pinned instant).
-fn empty_select(t: &PinnedTable) -> String {
+pub(crate) fn empty_select(t: &PinnedTable) -> String {
     let schema = t.table.metadata().current_schema();
     let cols: Vec<String> = schema
         .as_struct()
@@ -130,10 +130,22 @@ impl Session {
     }
 
     /// SQL that K2 built itself (OHLCV, questions): no statement check needed.
+    /// The result always carries its schema: an empty one is a single batch of no rows.
     pub(crate) fn run(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
         let mut stmt = self.conn.prepare(query)?;
-        let batches: Vec<RecordBatch> = stmt.query_arrow(params)?.collect();
+        let arrow = stmt.query_arrow(params)?;
+        let schema = arrow.get_schema();
+        let mut batches: Vec<RecordBatch> = arrow.collect();
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
         Ok(batches)
+    }
+
+    /// A handle that stops the query this session is running, from another thread (the
+    /// query then fails with DuckDB's "Interrupted" error; the session stays usable).
+    pub fn interrupt_handle(&self) -> std::sync::Arc<duckdb::InterruptHandle> {
+        self.conn.interrupt_handle()
     }
 
     /// Refuses anything but queries, before DuckDB runs it. The settings lock-down already
@@ -173,6 +185,11 @@ impl Session {
         let mut stmt = self.conn.prepare(&format!("DESCRIBE \"{table}\""))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// The exchanges topics.yaml lists (empty if it could not be read).
+    pub(crate) fn exchanges(&self) -> Vec<&str> {
+        self.timezones.keys().map(String::as_str).collect()
     }
 
     pub(crate) fn timezone(&self, exchange: &str) -> Option<chrono_tz::Tz> {

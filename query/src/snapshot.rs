@@ -16,8 +16,9 @@ pub enum Pin {
     Latest,
     /// For every table, the last snapshot committed at or before this instant.
     AsOf(DateTime<Utc>),
-    /// Explicit snapshot ids for some tables; the others read their current snapshot.
-    Snapshots(BTreeMap<String, i64>),
+    /// Explicit snapshots for some tables (`None`: read the table as empty, as it was
+    /// before its first snapshot); the tables not named read their current snapshot.
+    Snapshots(BTreeMap<String, Option<i64>>),
 }
 
 /// One row of a table's history.
@@ -87,7 +88,8 @@ pub fn resolve(name: &str, table: &Table, pin: &Pin) -> Result<Option<i64>> {
         Pin::Latest => Ok(metadata.current_snapshot().map(|s| s.snapshot_id())),
         Pin::Snapshots(ids) => match ids.get(name) {
             None => Ok(metadata.current_snapshot().map(|s| s.snapshot_id())),
-            Some(&id) => metadata
+            Some(None) => Ok(None),
+            Some(&Some(id)) => metadata
                 .snapshot_by_id(id)
                 .map(|s| Some(s.snapshot_id()))
                 .ok_or(QueryError::UnknownSnapshot {

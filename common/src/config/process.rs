@@ -455,6 +455,13 @@ impl K2Config {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = ConfigError::read_file(path)?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The configuration in `text`, as if read from `path`: errors name `path`, relative
+    /// paths resolve against its directory, `K2_*` environment overrides apply. (For
+    /// settings that come from elsewhere than a file, such as the Python package's dicts.)
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         // Syntax errors first, against the file alone, so the message points at the file.
         if let Err(e) = text.parse::<toml::Table>() {
             return Err(ConfigError::Parse {
@@ -464,7 +471,7 @@ impl K2Config {
             });
         }
         let figment = Figment::from(Serialized::defaults(K2Config::default()))
-            .merge(Toml::string(&text))
+            .merge(Toml::string(text))
             .merge(env_provider());
         let mut config: K2Config = figment.extract().map_err(|e| {
             let e = e.into_iter().next().expect("figment errors are non-empty");
