@@ -43,6 +43,9 @@ stop_pidfile() {
 # The project's Python (a venv in the cache) with the official confluent-kafka client:
 # the tests' reference producer and the services' metadata probe. Created on first use.
 K2_VENV="$K2_CACHE/venv"
+# The interpreter PyO3 builds the Python package against (python/): the venv's, for cargo
+# and maturin alike, so they share one cached build of it.
+export PYO3_PYTHON="${PYO3_PYTHON:-$K2_VENV/bin/python}"
 k2_python() {
   if ! "$K2_VENV/bin/python" -c "import confluent_kafka.schema_registry.avro" 2>/dev/null; then
     log "installing confluent-kafka into $K2_VENV"

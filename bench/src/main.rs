@@ -9,6 +9,7 @@ mod layout;
 mod measure;
 mod pipeline;
 mod query;
+mod query_python;
 mod table_costs;
 mod usage;
 

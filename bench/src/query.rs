@@ -31,11 +31,15 @@ pub struct Args {
     /// DuckDB extension directory with iceberg and avro (skip iceberg_scan if absent).
     #[arg(long)]
     extensions: Option<PathBuf>,
+    /// Instead of the three-way comparison: the same questions through K2's Python
+    /// package, run by this interpreter (bench/query.py), against the Rust library.
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
-struct Case {
-    name: &'static str,
-    req: OhlcvRequest,
+pub struct Case {
+    pub name: &'static str,
+    pub req: OhlcvRequest,
 }
 
 pub fn median(mut xs: Vec<Duration>) -> Duration {
@@ -235,6 +239,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
         },
     ];
+
+    if let Some(python) = &args.python {
+        // The symbol-day and full-day questions a backtest asks.
+        let asked: Vec<Case> = cases
+            .into_iter()
+            .filter(|c| c.name.starts_with("1m"))
+            .collect();
+        return crate::query_python::run(python, &args.config, &rt, &lake, &asked, args.repeat);
+    }
 
     let iceberg = args.extensions.as_ref().and_then(|dir| {
         let conn = Connection::open_in_memory().ok()?;
