@@ -44,6 +44,20 @@ fn built_wheel() -> PathBuf {
         "{} is older than its sources: run scripts/bootstrap to rebuild it",
         wheel.display()
     );
+    // The venv is shared by every checkout on the machine: its k2 must be this one's.
+    let origin = Command::new(venv_python())
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.distribution('k2').read_text('direct_url.json'))",
+        ])
+        .output()
+        .expect("the venv's python runs");
+    assert!(
+        stdout(&origin).contains(&*wheel.to_string_lossy()),
+        "the venv's k2 was not installed from {} ({}): run scripts/bootstrap",
+        wheel.display(),
+        stdout(&origin)
+    );
     wheel
 }
 
