@@ -45,7 +45,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/k2-sink target/release/k2-query target/release/k2-admin target/release/k2-feed /out/
 
 FROM debian:${DEBIAN}-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+# libssl3: librdkafka's TLS and SASL/SCRAM (the build stage's image has libssl-dev).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/k2 --create-home k2
 COPY --from=duckdb /opt/duckdb /opt/duckdb

@@ -73,14 +73,7 @@ fn feed_sink_rest_catalog_on_postgres_s3_query_and_prometheus() {
         ],
     );
     assert!(out.status.success(), "k2-feed: {}", k2_tests::stderr(&out));
-    let report = format!("{}{}", k2_tests::stdout(&out), k2_tests::stderr(&out));
-    let poison: f64 = report
-        .split("poison=")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no poison= in the feed's report: {report}"));
-    assert!(poison > 0.0, "{report}");
+    let poison = k2_tests::fed_poison(&out) as f64;
 
     // Prometheus sees every good record committed and every poison one dead-lettered.
     let written = prometheus.wait_for(

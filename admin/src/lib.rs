@@ -1,4 +1,5 @@
 //! K2 administration: topics (`plan`/`apply` against the broker) and schema registration.
 
+pub mod broker;
 pub mod schemas;
 pub mod topics;

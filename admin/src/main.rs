@@ -150,7 +150,7 @@ async fn run(
                 .context("cannot create the Kafka admin client")?;
             let desired = topics::desired_topics(topics_config, &config.sink.dead_letter_topic);
             let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
-            let existing = topics::inspect(&admin, &config.kafka.bootstrap_servers, &names).await?;
+            let existing = topics::inspect(&admin, &cc, &names).await?;
             let plan = topics::diff(&desired, &existing);
             print!("{plan}");
             match action {

@@ -11,6 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
+use k2_admin::broker::BrokerContext;
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::data_type::DataType;
 use k2_sink::offsets::{TableOffsets, TopicPartition};
@@ -57,9 +58,9 @@ pub async fn collect(config: &K2Config, topics: &TopicsConfig) -> anyhow::Result
     for (k, v) in config.kafka.client_properties() {
         consumer_config.set(k, v);
     }
-    let consumer: BaseConsumer = consumer_config
+    let consumer: BaseConsumer<BrokerContext> = consumer_config
         .set("group.id", format!("{}-status", config.kafka.group_id))
-        .create()
+        .create_with_context(BrokerContext::default())
         .context("cannot create a Kafka client")?;
 
     let now = Utc::now();
@@ -99,7 +100,12 @@ pub async fn collect(config: &K2Config, topics: &TopicsConfig) -> anyhow::Result
         let (partitions, behind) = tokio::task::block_in_place(|| {
             let metadata = consumer
                 .fetch_metadata(Some(&name), BROKER_TIMEOUT)
-                .with_context(|| format!("reading {name}'s partitions from the broker"))?;
+                .with_context(|| {
+                    format!(
+                        "reading {name}'s partitions from the broker{}",
+                        k2_admin::broker::drain(&consumer)
+                    )
+                })?;
             let mut behind = 0;
             let mut partitions = 0;
             for t in metadata.topics().iter().filter(|t| t.error().is_none()) {

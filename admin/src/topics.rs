@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
     TopicReplication,
@@ -17,6 +18,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use k2_common::config::TopicsConfig;
+
+use crate::broker;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -233,11 +236,13 @@ impl fmt::Display for Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot reach the Kafka cluster at {servers}: {source}")]
+    #[error("cannot reach the Kafka cluster at {servers}: {source}{explained}")]
     Unreachable {
         servers: String,
         #[source]
         source: KafkaError,
+        /// What the broker connection last failed with (a refused login, a certificate).
+        explained: String,
     },
     #[error("{operation} failed: {source}")]
     Request {
@@ -250,15 +255,16 @@ pub enum AdminError {
 /// Reads partition counts and configs of the named topics that exist on the broker.
 pub async fn inspect(
     admin: &AdminClient<DefaultClientContext>,
-    servers: &str,
+    config: &ClientConfig,
     names: &[String],
 ) -> Result<BTreeMap<String, ExistingTopic>, AdminError> {
     let metadata = admin
         .inner()
         .fetch_metadata(None, TIMEOUT)
         .map_err(|source| AdminError::Unreachable {
-            servers: servers.to_string(),
+            servers: config.get("bootstrap.servers").unwrap_or("?").to_string(),
             source,
+            explained: broker::diagnose(config),
         })?;
     let mut existing = BTreeMap::new();
     for t in metadata.topics() {

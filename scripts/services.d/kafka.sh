@@ -7,6 +7,12 @@
 #
 # Ports: the broker on $K2_KAFKA_PORT (9092), its controller on the next port.
 # Data and logs: $K2_SERVICES_DIR/kafka/{data,logs}; storage is formatted on first start.
+#
+# With K2_KAFKA_SASL_SSL_PORT set, the broker also listens there with SASL_SSL: TLS with a
+# certificate for 127.0.0.1 signed by a CA of its own ($K2_SERVICES_DIR/kafka/tls/ca.pem,
+# made with openssl on first start) and SCRAM-SHA-512 for the user `k2`, password
+# $K2_KAFKA_SCRAM_PASSWORD, created when storage is formatted — how a production cluster
+# is reached, for the tests of K2's secured client path.
 
 KAFKA_VERSION=4.1.1
 KAFKA_LOG4J_VERSION=2.24.3
@@ -17,6 +23,9 @@ KAFKA_HOME="$K2_CACHE/kafka-$KAFKA_VERSION"
 KAFKA_DIR="$K2_SERVICES_DIR/kafka"
 # The marker by which `pgrep` finds this broker, also when another checkout started it.
 KAFKA_MARKER="kafka:$KAFKA_PORT"
+KAFKA_SASL_SSL_PORT="${K2_KAFKA_SASL_SSL_PORT:-}"
+KAFKA_SCRAM_PASSWORD="${K2_KAFKA_SCRAM_PASSWORD:-k2-scram-secret}"
+KAFKA_KEYSTORE_PASSWORD=k2-keystore
 
 kafka_install() {
   [[ -f $KAFKA_HOME/libs/.complete ]] && return 0
@@ -33,18 +42,46 @@ kafka_java() {
   java -cp "$KAFKA_HOME/libs/*" "$@"
 }
 
+# The SASL_SSL listener's TLS material: a CA, and the broker's key and certificate (for
+# IP 127.0.0.1) in a PKCS#12 keystore.
+kafka_tls() {
+  local tls="$KAFKA_DIR/tls"
+  [[ -f $tls/broker.p12 ]] && return 0
+  command -v openssl >/dev/null || die "kafka: the SASL_SSL listener needs openssl"
+  mkdir -p "$tls"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=K2 test CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.pem" &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$KAFKA_HOST" \
+        -keyout "$tls/broker.key" -out "$tls/broker.csr" &&
+      printf 'subjectAltName=IP:%s,DNS:localhost\n' "$KAFKA_HOST" >"$tls/san.ext" &&
+      openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$tls/san.ext" -out "$tls/broker.pem" &&
+      openssl pkcs12 -export -in "$tls/broker.pem" -inkey "$tls/broker.key" \
+        -passout "pass:$KAFKA_KEYSTORE_PASSWORD" -out "$tls/broker.p12.part" &&
+      mv "$tls/broker.p12.part" "$tls/broker.p12"
+  } >>"$KAFKA_DIR/logs/tls.log" 2>&1 || die "kafka: making TLS material failed (see $KAFKA_DIR/logs/tls.log)"
+}
+
 kafka_write_config() {
   mkdir -p "$KAFKA_DIR/data" "$KAFKA_DIR/logs"
+  local listeners="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [[ -n $KAFKA_SASL_SSL_PORT ]]; then
+    kafka_tls
+    listeners+=",SASL_SSL://$KAFKA_HOST:$KAFKA_SASL_SSL_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
   cat >"$KAFKA_DIR/server.properties" <<PROPS
 # Written by scripts/services.d/kafka.sh on every start; edit that file, not this one.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+listeners=$listeners
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$KAFKA_DIR/data
 # One node: every internal topic has one replica.
 offsets.topic.replication.factor=1
@@ -65,6 +102,15 @@ group.consumer.session.timeout.ms=10000
 group.consumer.min.heartbeat.interval.ms=1000
 group.consumer.heartbeat.interval.ms=2000
 PROPS
+  if [[ -n $KAFKA_SASL_SSL_PORT ]]; then
+    cat >>"$KAFKA_DIR/server.properties" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_DIR/tls/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$KAFKA_KEYSTORE_PASSWORD
+PROPS
+  fi
   cat >"$KAFKA_DIR/log4j2.yaml" <<'YAML'
 Configuration:
   Appenders:
@@ -104,8 +150,11 @@ kafka_start() {
   if [[ ! -f $KAFKA_DIR/data/meta.properties ]]; then
     local cluster_id
     cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid) || die "kafka: StorageTool random-uuid failed"
+    local scram=()
+    [[ -n $KAFKA_SASL_SSL_PORT ]] &&
+      scram=(--add-scram "SCRAM-SHA-512=[name=k2,password=$KAFKA_SCRAM_PASSWORD]")
     kafka_java kafka.tools.StorageTool format --standalone --cluster-id "$cluster_id" \
-      --config "$KAFKA_DIR/server.properties" >>"$KAFKA_DIR/logs/format.log" 2>&1 \
+      --config "$KAFKA_DIR/server.properties" "${scram[@]}" >>"$KAFKA_DIR/logs/format.log" 2>&1 \
       || die "kafka: formatting storage in $KAFKA_DIR/data failed (see $KAFKA_DIR/logs/format.log)"
   fi
   # The JVM flags of the Apache distribution's kafka-run-class.sh, with a smaller heap.

@@ -531,6 +531,20 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// How many poison records a `k2-feed synthetic --poison-every N` run sent (its report's
+/// `poison=` figure; at least one, or the run proves nothing about dead letters).
+pub fn fed_poison(out: &Output) -> u64 {
+    let report = format!("{}{}", stdout(out), stderr(out));
+    let poison = report
+        .split("poison=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no poison= in the feed's report: {report}"));
+    assert!(poison > 0, "{report}");
+    poison
+}
+
 pub fn admin() -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
         .set("bootstrap.servers", BOOTSTRAP.as_str())

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::repo_root;
 
+/// The SCRAM password of user `k2` on [`Service::kafka_sasl_ssl`]'s broker.
+pub const SCRAM_PASSWORD: &str = "k2-scram-secret";
+
 pub struct Service {
     name: &'static str,
     dir: PathBuf,
@@ -36,6 +39,27 @@ impl Service {
         let port = free_port(&[0, 1]);
         let s = Self::start("kafka", dir, &[("K2_KAFKA_PORT", port.to_string())]);
         (s, format!("127.0.0.1:{port}"))
+    }
+
+    /// A private broker that also listens with SASL_SSL (SCRAM-SHA-512 over TLS, user `k2`,
+    /// password [`SCRAM_PASSWORD`]): its secured bootstrap address and the CA certificate
+    /// that signed the broker's.
+    pub fn kafka_sasl_ssl(dir: &Path) -> (Self, String, PathBuf) {
+        let port = free_port(&[0, 1, 2]);
+        let s = Self::start(
+            "kafka",
+            dir,
+            &[
+                ("K2_KAFKA_PORT", port.to_string()),
+                ("K2_KAFKA_SASL_SSL_PORT", (port + 2).to_string()),
+                ("K2_KAFKA_SCRAM_PASSWORD", SCRAM_PASSWORD.to_string()),
+            ],
+        );
+        (
+            s,
+            format!("127.0.0.1:{}", port + 2),
+            dir.join("kafka/tls/ca.pem"),
+        )
     }
 
     /// A private SeaweedFS (S3 and the Iceberg REST catalog): its S3 and REST ports.
