@@ -133,9 +133,15 @@ impl Session {
     /// The result always carries its schema: an empty one is a single batch of no rows.
     pub(crate) fn run(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
         let mut stmt = self.conn.prepare(query)?;
-        let arrow = stmt.query_arrow(params)?;
-        let schema = arrow.get_schema();
-        let mut batches: Vec<RecordBatch> = arrow.collect();
+        // Streamed: DuckDB hands over one chunk at a time rather than materialising the
+        // whole result before the first Arrow batch, so a large answer is held once (as
+        // Arrow), not twice. Chunks are fetched with `step`, which returns DuckDB's errors
+        // (an interrupt, a file gone) where the iterator would panic.
+        let schema = stmt.stream_arrow(params)?.get_schema();
+        let mut batches = Vec::new();
+        while let Some(chunk) = stmt.step()? {
+            batches.push(RecordBatch::from(&chunk));
+        }
         if batches.is_empty() {
             batches.push(RecordBatch::new_empty(schema));
         }
