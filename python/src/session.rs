@@ -1,7 +1,7 @@
 //! `k2.Session`: the Rust library's [`Session`] — a read-only DuckDB connection over every
 //! table pinned to one instant — with its questions, answering [`QueryResult`]s.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
@@ -9,7 +9,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use k2_query::{Fill, OhlcvRequest, Pin, QueryError, Range, Session, TimeZoneChoice};
 
-use crate::blocking::{self, Cancel, Interrupt};
+use crate::blocking::{Cancel, Interrupt, Worker};
 use crate::errors;
 use crate::result::QueryResult;
 use crate::values;
@@ -22,26 +22,29 @@ use crate::values;
 /// turns); open a session per thread to ask in parallel.
 #[pyclass(module = "k2", name = "Session", frozen)]
 pub struct PySession {
-    inner: Mutex<Option<Session>>,
+    inner: Arc<Mutex<Option<Session>>>,
     interrupt: Interrupt,
+    worker: Worker,
 }
 
 impl PySession {
     pub fn new(session: Session) -> Self {
         PySession {
             interrupt: session.interrupt_handle(),
-            inner: Mutex::new(Some(session)),
+            inner: Arc::new(Mutex::new(Some(session))),
+            worker: Worker::new(),
         }
     }
 
-    /// Runs `f` with the session, off the GIL and interruptible.
+    /// Runs `f` with the session on its worker thread, off the GIL and interruptible.
     fn with<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
-        T: Send,
-        F: FnOnce(&Session, &Cancel) -> Result<T, QueryError> + Send,
+        T: Send + 'static,
+        F: FnOnce(&Session, &Cancel) -> Result<T, QueryError> + Send + 'static,
     {
-        blocking::run(py, Some(&self.interrupt), |cancel| {
-            let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let inner = Arc::clone(&self.inner);
+        self.worker.run(py, Some(&self.interrupt), move |cancel| {
+            let guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
             let session = guard
                 .as_ref()
                 .ok_or_else(|| QueryError::Invalid("this session is closed".into()))?;
