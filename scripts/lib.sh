@@ -2,7 +2,9 @@
 # Everything heavy (built binaries, downloaded packages, cargo target dir) lives in
 # K2_CACHE, outside the clone, so fresh clones on the same machine reuse it.
 
-K2_ROOT="${K2_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+# Always this script's checkout, never an inherited value: a clone's scripts run from a
+# shell that sourced another checkout's lib.sh must still build and test the clone.
+K2_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 K2_CACHE="${K2_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k2}"
 # Local services' data and logs. (Not K2_STATE_DIR: that name overrides the K2 config's
 # state_dir in every K2 process started from a shell that sourced this file.)
