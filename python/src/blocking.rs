@@ -3,11 +3,11 @@
 //!
 //! Python delivers signals to its main thread only, and only while that thread runs Python
 //! code; a thread blocked inside a long DuckDB query would leave Ctrl-C pending until the
-//! query ends. So the work runs on another thread (a session's [`Worker`]) while the
-//! calling thread waits in short slices, checking for signals between them. On a signal it
-//! cancels the work — dropping the future stops catalog I/O and scan planning, DuckDB's
-//! interrupt stops a running query — waits for the work to let go of the session, and
-//! raises the signal's exception (`KeyboardInterrupt`).
+//! query ends. So the work runs on another thread (the lakehouse's or the session's
+//! [`Worker`]) while the calling thread waits in short slices, checking for signals between
+//! them. On a signal it cancels the work — dropping the future stops catalog I/O and scan
+//! planning, DuckDB's interrupt stops a running query — waits for the work to let go of
+//! the session, and raises the signal's exception (`KeyboardInterrupt`).
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -61,32 +61,10 @@ impl Cancel {
 /// What a call's helper sends back: its result, or the panic it raised.
 type Outcome<T> = std::thread::Result<Result<T, QueryError>>;
 
-/// Runs `work` to completion on a helper thread without holding the GIL; Ctrl-C cancels
-/// it (see the module docs). `interrupt` stops a DuckDB query the work may be running.
-/// For the occasional call (opening a lakehouse or a session); a session's calls run on
-/// its [`Worker`].
-pub fn run<T, W>(py: Python<'_>, interrupt: Option<&Interrupt>, work: W) -> PyResult<T>
-where
-    T: Send,
-    W: FnOnce(&Cancel) -> Result<T, QueryError> + Send,
-{
-    let cancel = Cancel(Notify::new());
-    py.detach(|| {
-        std::thread::scope(|scope| {
-            let cancel = &cancel;
-            let (done, finished) = mpsc::channel::<Outcome<T>>();
-            scope.spawn(move || {
-                let _ = done.send(catch_unwind(AssertUnwindSafe(|| work(cancel))));
-            });
-            wait(finished, cancel, interrupt)
-        })
-    })
-}
-
-/// A thread kept for one session's calls. A thread spawned per call cost about a
-/// millisecond a call (DuckDB and the allocator start cold on a new thread; measured with
-/// bench/query --python); this one stays warm. Calls from several Python threads queue
-/// here in turn, as they would on the session's lock.
+/// The thread a lakehouse's or a session's calls run on, kept for its life. A thread
+/// spawned per call cost about a millisecond a call (DuckDB and the allocator start cold
+/// on a new thread; measured with bench/query --python); this one stays warm. Calls from
+/// several Python threads queue here in turn, as they would on the session's lock.
 pub struct Worker {
     jobs: Mutex<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
 }
@@ -94,21 +72,23 @@ pub struct Worker {
 impl Worker {
     pub fn new() -> Self {
         let (jobs, queue) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        // Ends when the sender goes (the session is dropped).
+        // Ends when the sender goes (its owner is dropped).
         std::thread::Builder::new()
-            .name("k2-session".into())
+            .name("k2-worker".into())
             .spawn(move || {
                 for job in queue {
                     job();
                 }
             })
-            .expect("a thread for the session can be started");
+            .expect("a worker thread can be started");
         Worker {
             jobs: Mutex::new(jobs),
         }
     }
 
-    /// As [`run`], on this worker's thread.
+    /// Runs `work` to completion on this worker's thread without holding the GIL; Ctrl-C
+    /// cancels it (see the module docs). `interrupt` stops a DuckDB query the work may be
+    /// running.
     pub fn run<T, W>(&self, py: Python<'_>, interrupt: Option<&Interrupt>, work: W) -> PyResult<T>
     where
         T: Send + 'static,
@@ -126,7 +106,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .send(job)
-            .map_err(|_| errors::invalid("this session's thread has stopped"))?;
+            .map_err(|_| errors::invalid("the worker thread has stopped"))?;
         py.detach(move || wait(finished, &cancel, interrupt))
     }
 }

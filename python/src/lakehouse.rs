@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList};
 use k2_common::config::K2Config;
 use k2_query::Lakehouse;
 
-use crate::blocking;
+use crate::blocking::Worker;
 use crate::errors;
 use crate::session::{PySession, snapshot_dicts};
 use crate::values;
@@ -24,6 +24,7 @@ const DICT_ORIGIN: &str = "k2.Lakehouse.open(dict)";
 pub struct PyLakehouse {
     inner: Arc<Lakehouse>,
     origin: String,
+    worker: Worker,
 }
 
 fn load_config(config: &Bound<'_, PyAny>) -> PyResult<(K2Config, String)> {
@@ -63,10 +64,12 @@ impl PyLakehouse {
     #[staticmethod]
     fn open(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Self> {
         let (config, origin) = load_config(config)?;
-        let lakehouse = blocking::run(py, None, |c| c.block_on(Lakehouse::open(&config))?)?;
+        let worker = Worker::new();
+        let lakehouse = worker.run(py, None, move |c| c.block_on(Lakehouse::open(&config))?)?;
         Ok(PyLakehouse {
             inner: Arc::new(lakehouse),
             origin,
+            worker,
         })
     }
 
@@ -83,21 +86,26 @@ impl PyLakehouse {
     ) -> PyResult<PySession> {
         let pin = values::pin(as_of, snapshots)?;
         let lake = self.inner.clone();
-        let session = blocking::run(py, None, move |c| c.block_on(lake.session(pin))?)?;
+        let session = self
+            .worker
+            .run(py, None, move |c| c.block_on(lake.session(pin))?)?;
         Ok(PySession::new(session))
     }
 
     /// The K2 tables the catalog holds.
     fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let lake = self.inner.clone();
-        blocking::run(py, None, move |c| c.block_on(lake.tables())?)
+        self.worker
+            .run(py, None, move |c| c.block_on(lake.tables())?)
     }
 
     /// A table's snapshots, oldest first: `snapshot_id`, `committed_at`, `operation`,
     /// `added_records` and the whole `summary` (K2's Kafka offsets included).
     fn snapshots<'py>(&self, py: Python<'py>, table: String) -> PyResult<Bound<'py, PyList>> {
         let lake = self.inner.clone();
-        let history = blocking::run(py, None, move |c| c.block_on(lake.snapshots(&table))?)?;
+        let history = self
+            .worker
+            .run(py, None, move |c| c.block_on(lake.snapshots(&table))?)?;
         snapshot_dicts(py, history)
     }
 

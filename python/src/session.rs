@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -52,6 +53,21 @@ impl PySession {
         })
     }
 
+    /// Asks `question` over the range Python gave.
+    fn ranged(
+        &self,
+        py: Python<'_>,
+        question: Question,
+        symbols: &Bound<'_, PyAny>,
+        exchange: String,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+    ) -> PyResult<QueryResult> {
+        let r = range(symbols, exchange, start, end)?;
+        self.with(py, move |s, c| c.block_on(question.ask(s, &r))?)
+            .map(QueryResult::new)
+    }
+
     /// Quick reads that need no waiting (the pin, the schema).
     fn read<T>(&self, f: impl FnOnce(&Session) -> T) -> PyResult<T> {
         let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -59,6 +75,28 @@ impl PySession {
             .as_ref()
             .map(f)
             .ok_or_else(|| errors::invalid("this session is closed"))
+    }
+}
+
+/// The library's questions over a [`Range`] (all but OHLCV, which has options of its own).
+#[derive(Clone, Copy)]
+enum Question {
+    Trades,
+    Quotes,
+    TradesWithQuotes,
+    SpreadStats,
+    DailySummary,
+}
+
+impl Question {
+    async fn ask(self, s: &Session, r: &Range) -> Result<Vec<RecordBatch>, QueryError> {
+        match self {
+            Question::Trades => s.trades_in(r).await,
+            Question::Quotes => s.quotes_in(r).await,
+            Question::TradesWithQuotes => s.trades_with_quotes(r).await,
+            Question::SpreadStats => s.spread_stats(r).await,
+            Question::DailySummary => s.daily_summary(r).await,
+        }
     }
 }
 
@@ -185,9 +223,7 @@ impl PySession {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
     ) -> PyResult<QueryResult> {
-        let r = range(symbols, exchange, start, end)?;
-        self.with(py, move |s, c| c.block_on(s.trades_in(&r))?)
-            .map(QueryResult::new)
+        self.ranged(py, Question::Trades, symbols, exchange, start, end)
     }
 
     /// Quotes in `[start, end)`, ordered by symbol, exchange time and sequence number.
@@ -199,9 +235,7 @@ impl PySession {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
     ) -> PyResult<QueryResult> {
-        let r = range(symbols, exchange, start, end)?;
-        self.with(py, move |s, c| c.block_on(s.quotes_in(&r))?)
-            .map(QueryResult::new)
+        self.ranged(py, Question::Quotes, symbols, exchange, start, end)
     }
 
     /// Each trade with the quote prevailing when it printed (an as-of join), its mid and
@@ -214,9 +248,14 @@ impl PySession {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
     ) -> PyResult<QueryResult> {
-        let r = range(symbols, exchange, start, end)?;
-        self.with(py, move |s, c| c.block_on(s.trades_with_quotes(&r))?)
-            .map(QueryResult::new)
+        self.ranged(
+            py,
+            Question::TradesWithQuotes,
+            symbols,
+            exchange,
+            start,
+            end,
+        )
     }
 
     /// Per symbol, over two-sided quotes: count, crossed count, min/avg/max spread, mean mid.
@@ -228,9 +267,7 @@ impl PySession {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
     ) -> PyResult<QueryResult> {
-        let r = range(symbols, exchange, start, end)?;
-        self.with(py, move |s, c| c.block_on(s.spread_stats(&r))?)
-            .map(QueryResult::new)
+        self.ranged(py, Question::SpreadStats, symbols, exchange, start, end)
     }
 
     /// One bar per symbol and trading day in the exchange's time zone.
@@ -242,9 +279,7 @@ impl PySession {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
     ) -> PyResult<QueryResult> {
-        let r = range(symbols, exchange, start, end)?;
-        self.with(py, move |s, c| c.block_on(s.daily_summary(&r))?)
-            .map(QueryResult::new)
+        self.ranged(py, Question::DailySummary, symbols, exchange, start, end)
     }
 
     /// The snapshot each table is read at (`None`: the table was empty then). Pass it to
