@@ -302,10 +302,13 @@ fn asx_trades(env: &TestEnv, first_seq: i64, n: usize) -> Vec<k2_tests::feed::Ra
 /// reads complete.
 fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
     env.var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1")
-        .var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "0s")
         .var("K2_MAINTENANCE__ORPHAN_MIN_AGE", "3s");
     env.create_topics();
     let expected = land_rounds(env, 3, 200);
+    // Every snapshot older than a second is outside the window (a window needs a commit
+    // interval no longer than itself).
+    env.var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "1s")
+        .var("K2_SINK__COMMIT__INTERVAL", "1s");
     assert!(snapshots(env).len() >= 3);
     let files_before = rt_scan(env, "trades").files.len();
     let out = maintain(env, &["compact", "--table", "trades", "--older-than", "0s"]);
@@ -530,10 +533,11 @@ fn kill_9_during_compaction_leaves_the_table_whole() {
     use rand::Rng;
     let mut env = small_env();
     env.var("K2_MAINTENANCE__ORPHAN_MIN_AGE", "2s")
-        .var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1")
-        .var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "0s");
+        .var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1");
     env.create_topics();
     let expected = land_rounds(&env, 6, 2_000);
+    env.var("K2_MAINTENANCE__SNAPSHOT_RETENTION", "1s")
+        .var("K2_SINK__COMMIT__INTERVAL", "1s");
     // At each step of the protocol: files written; manifests and manifest list written;
     // the next metadata file written but the catalog not yet swapped to it.
     for point in [

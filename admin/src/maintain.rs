@@ -12,9 +12,9 @@ use k2_common::config::K2Config;
 use k2_maintain::compact;
 use k2_maintain::expire::{self, Retention};
 use k2_maintain::instrumentation::MaintenanceMetrics;
-use k2_maintain::metadata_commit::MetadataCommitter;
 use k2_maintain::orphans;
 use k2_maintain::progress::{Progress, Silent};
+use k2_table::commit::MetadataCommitter;
 
 use crate::progress::CompactionBar;
 

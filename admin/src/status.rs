@@ -14,7 +14,7 @@ use serde::Serialize;
 use k2_admin::broker::BrokerContext;
 use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::data_type::DataType;
-use k2_sink::offsets::{TableOffsets, TopicPartition};
+use k2_table::offsets::{TableOffsets, TopicPartition};
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,7 +67,7 @@ pub async fn collect(config: &K2Config, topics: &TopicsConfig) -> anyhow::Result
     let mut tables = Vec::new();
     let mut recorded = std::collections::HashMap::new();
     for dt in DataType::ALL {
-        let ident = k2_sink::table::table_ident(dt);
+        let ident = k2_table::layout::table_ident(dt);
         if !catalog.table_exists(&ident).await? {
             continue;
         }

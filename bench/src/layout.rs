@@ -115,7 +115,7 @@ fn layouts(schema: &Schema) -> Vec<Layout> {
     vec![
         Layout {
             name: "K2 writer (as shipped)",
-            props: k2_sink::writer::writer_properties(schema),
+            props: k2_table::writer::writer_properties(schema),
         },
         // Before ADR-21: 1M-row groups, dictionaries everywhere.
         layout("1M rows/group, page index", 1 << 20, Page, false, All),

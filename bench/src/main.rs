@@ -5,6 +5,8 @@
 mod ceiling;
 mod delivery;
 mod freshness;
+mod history;
+mod jobs;
 mod layout;
 mod measure;
 mod pipeline;
@@ -40,6 +42,8 @@ enum Command {
     Layout(layout::Args),
     /// Metadata size, scan planning and commit latency of the trades table as it is.
     TableCosts(table_costs::Args),
+    /// Commit and query costs as a table's history grows to tens of thousands of commits.
+    History(history::Args),
 }
 
 /// The async runtime the measuring programs drive the catalog and DuckDB sessions with (two
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Query(a) => query::run(a),
         Command::Layout(a) => layout::run(a),
         Command::TableCosts(a) => table_costs::run(a),
+        Command::History(a) => history::run(a),
     }
 }
 

@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = K2Config::load(&args.config)?;
     let rt = crate::runtime()?;
     let catalog = rt.block_on(k2_common::catalog::connect(&config))?;
-    let ident: TableIdent = k2_sink::table::table_ident(DataType::Trades);
+    let ident: TableIdent = k2_table::layout::table_ident(DataType::Trades);
     let table = rt.block_on(catalog.load_table(&ident))?;
     let metadata_bytes = std::fs::metadata(k2_query::plan::duckdb_path(
         table.metadata_location().context("no metadata location")?,
@@ -78,12 +78,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for n in 0..args.repeat {
         let t = Instant::now();
         table = rt.block_on(async {
-            let written = k2_sink::writer::write_sorted(
+            let written = k2_table::writer::write_sorted(
                 &table,
-                true,
                 std::slice::from_ref(&rows),
                 &format!("bench-commit-{}", uuid::Uuid::new_v4().simple()),
-                k2_sink::writer::TARGET_FILE_SIZE,
+                k2_table::writer::TARGET_FILE_SIZE,
             )
             .await?;
             let tx = Transaction::new(&table);

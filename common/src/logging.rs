@@ -1,4 +1,8 @@
-//! Process-wide `tracing` set-up shared by every K2 binary.
+//! Process-wide `tracing` set-up shared by every K2 binary, and a rate limit for log lines
+//! an event could repeat without bound ([`LogBudget`]).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -40,6 +44,45 @@ fn resolve(format: LogFormat, terminal: bool) -> LogFormat {
         LogFormat::Auto if terminal => LogFormat::Text,
         LogFormat::Auto => LogFormat::Json,
         chosen => chosen,
+    }
+}
+
+/// At most `limit` log lines per `window`; the rest are counted and summarised.
+#[derive(Debug)]
+pub struct LogBudget {
+    limit: u32,
+    window: Duration,
+    state: Mutex<(Instant, u32, u64)>,
+}
+
+impl LogBudget {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        LogBudget {
+            limit,
+            window,
+            state: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    /// True if this event may be logged.
+    pub fn allow(&self) -> bool {
+        let mut s = self.state.lock().expect("log budget lock");
+        if s.0.elapsed() >= self.window {
+            if s.2 > 0 {
+                tracing::warn!(
+                    suppressed = s.2,
+                    "similar log lines suppressed in the last window"
+                );
+            }
+            *s = (Instant::now(), 0, 0);
+        }
+        if s.1 < self.limit {
+            s.1 += 1;
+            true
+        } else {
+            s.2 += 1;
+            false
+        }
     }
 }
 

@@ -17,6 +17,67 @@ use prometheus_client::registry::Registry;
 
 use crate::health::Probe;
 
+#[doc(hidden)]
+pub use prometheus_client as __prometheus;
+
+/// Declares a set of metrics once: each field's type (and constructor, for histograms), its
+/// name under the registry's prefix and its help text. The struct, its registration and
+/// the list of names (for the test that the docs name every metric) all come from this one
+/// list, so a metric cannot be declared without being exported or documented.
+///
+/// ```ignore
+/// k2_common::metrics! {
+///     /// What the sink counts.
+///     pub struct Counters {
+///         records_written: Family<TableLabels, Counter> = "records_written", "Records committed";
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! metrics {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $field:ident : $ty:ty = $metric:literal, $help:literal $(, $ctor:expr)? ; )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        $vis struct $name {
+            $( pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Creates every metric and registers it in `registry`.
+            pub fn register(registry: &mut $crate::metrics::__prometheus::registry::Registry) -> Self {
+                $(
+                    let $field: $ty = $crate::metrics!(@new $ty $(, $ctor)?);
+                    registry.register($metric, $help, $field.clone());
+                )*
+                $name { $( $field, )* }
+            }
+
+            /// Every metric's name (without the registry's prefix), in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$( $metric ),*];
+        }
+    };
+    (@new $ty:ty) => { <$ty>::default() };
+    (@new $ty:ty, $ctor:expr) => { $ctor };
+}
+
+/// True if `docs` names the metric `name` as a whole name: `k2_retries` is named by
+/// "`k2_retries_total`" or "k2_retries{…}" but not by "k2_retries_exhausted_total" (a
+/// counter's `_total` suffix is part of its name as exported).
+pub fn documented(docs: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    docs.match_indices(name).any(|(at, _)| {
+        let before = docs[..at].chars().next_back();
+        let after = &docs[at + name.len()..];
+        let after = after.strip_prefix("_total").unwrap_or(after);
+        !before.is_some_and(ident) && !after.chars().next().is_some_and(ident)
+    })
+}
+
 /// The registry in the OpenMetrics text format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();
@@ -168,6 +229,19 @@ fn resident_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metric_is_documented_by_its_whole_name_only() {
+        let docs = "`k2_retries_exhausted_total{operation}` and k2_ready.";
+        assert!(
+            !documented(docs, "k2_retries"),
+            "a longer name is another metric"
+        );
+        assert!(documented(docs, "k2_retries_exhausted"));
+        assert!(documented(docs, "k2_ready"));
+        assert!(!documented(docs, "k2_rea"));
+        assert!(documented("`k2_retries_total{operation}`", "k2_retries"));
+    }
 
     #[test]
     fn process_metrics_read_the_process() {

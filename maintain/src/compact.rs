@@ -1,6 +1,6 @@
 //! Compaction of closed day partitions: the many small files the sink writes for an
 //! (exchange, day) become a few large ones sorted by `(symbol, exchange_timestamp)`, in one
-//! atomic replace snapshot per partition ([`crate::replace`]). Every row is kept as it was,
+//! atomic replace snapshot per partition ([`k2_table::stage::replace`]). Every row is kept as it was,
 //! lineage columns included; a read of any snapshot before or after sees the same rows.
 //!
 //! A partition is closed once `maintenance.compact_after` has passed since the end of its
@@ -28,10 +28,11 @@ use iceberg::{Catalog, TableIdent};
 use k2_common::config::MaintenanceConfig;
 use k2_common::retry::Backoff;
 
-use crate::metadata_commit::{CommitError, MetadataCommitter};
 use crate::progress::Progress;
-use crate::replace::{self, ManifestCache, StageError};
 use crate::{MaintainError, retry};
+use k2_table::commit::{CommitError, MetadataCommitter};
+use k2_table::stage::replace;
+use k2_table::stage::{ManifestCache, StageError};
 
 /// Commit attempts per partition before compaction leaves it for the next run.
 const COMMIT_ATTEMPTS: usize = 8;
@@ -261,9 +262,8 @@ impl Run<'_> {
                     ),
                 });
             }
-            let written = k2_sink::writer::write_sorted(
+            let written = k2_table::writer::write_sorted(
                 table,
-                true,
                 &batches,
                 &format!("{prefix}-{n}"),
                 policy.target_file_size as usize,
@@ -281,7 +281,7 @@ impl Run<'_> {
             removed.extend(paths);
             progress.advanced(group.iter().map(|l| l.file.file_size_in_bytes()).sum());
         }
-        crate::fail_point!("compact-after-write");
+        k2_table::fail_point!("compact-after-write");
         let mut backoff = Backoff::new();
         // The table as it is now (earlier partitions of this run have committed since it was
         // first loaded).
@@ -320,7 +320,7 @@ impl Run<'_> {
                     });
                 }
             };
-            crate::fail_point!("compact-after-stage");
+            k2_table::fail_point!("compact-after-stage");
             let snapshot_id = staged.snapshot_id;
             match committer.commit(catalog, ident, staged).await {
                 Ok(()) => return Ok(Some(added)),

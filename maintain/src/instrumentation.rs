@@ -25,17 +25,32 @@ pub struct TableLabels {
     pub table: String,
 }
 
-/// Every maintenance metric, each declared here once.
+k2_common::metrics! {
+    /// Every maintenance metric, each declared here once (under the `k2_maintenance_` prefix).
+    pub struct Declared {
+        runs: Family<StepLabels, Counter> =
+            "runs", "Maintenance steps run, by step, table and outcome (ok, failed)";
+        last_success: Family<StepLabels, Gauge> =
+            "last_success_timestamp_seconds", "Unix time of the last successful run of a step on a table";
+        partitions_compacted: Family<TableLabels, Counter> =
+            "partitions_compacted", "Day partitions rewritten by compaction";
+        files_rewritten: Family<TableLabels, Counter> =
+            "files_rewritten", "Data files replaced by compaction";
+        bytes_rewritten: Family<TableLabels, Counter> =
+            "bytes_rewritten", "Bytes of data files replaced by compaction";
+        snapshots_expired: Family<TableLabels, Counter> =
+            "snapshots_expired", "Snapshots removed by expiry";
+        orphan_files_deleted: Family<TableLabels, Counter> =
+            "orphan_files_deleted", "Unreferenced files deleted by cleanup";
+        orphan_bytes_deleted: Family<TableLabels, Counter> =
+            "orphan_bytes_deleted", "Bytes of unreferenced files deleted by cleanup";
+    }
+}
+
+/// The maintenance metrics and their registry.
 #[derive(Clone)]
 pub struct MaintenanceMetrics {
-    runs: Family<StepLabels, Counter>,
-    last_success: Family<StepLabels, Gauge>,
-    partitions_compacted: Family<TableLabels, Counter>,
-    files_rewritten: Family<TableLabels, Counter>,
-    bytes_rewritten: Family<TableLabels, Counter>,
-    snapshots_expired: Family<TableLabels, Counter>,
-    orphan_files_deleted: Family<TableLabels, Counter>,
-    orphan_bytes_deleted: Family<TableLabels, Counter>,
+    m: Declared,
     registry: Arc<Registry>,
 }
 
@@ -48,60 +63,10 @@ impl Default for MaintenanceMetrics {
 impl MaintenanceMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("k2_maintenance");
-        let m = MaintenanceMetrics {
-            runs: Family::default(),
-            last_success: Family::default(),
-            partitions_compacted: Family::default(),
-            files_rewritten: Family::default(),
-            bytes_rewritten: Family::default(),
-            snapshots_expired: Family::default(),
-            orphan_files_deleted: Family::default(),
-            orphan_bytes_deleted: Family::default(),
-            registry: Arc::new(Registry::default()),
-        };
-        registry.register(
-            "runs",
-            "Maintenance steps run, by step, table and outcome (ok, failed)",
-            m.runs.clone(),
-        );
-        registry.register(
-            "last_success_timestamp_seconds",
-            "Unix time of the last successful run of a step on a table",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "partitions_compacted",
-            "Day partitions rewritten by compaction",
-            m.partitions_compacted.clone(),
-        );
-        registry.register(
-            "files_rewritten",
-            "Data files replaced by compaction",
-            m.files_rewritten.clone(),
-        );
-        registry.register(
-            "bytes_rewritten",
-            "Bytes of data files replaced by compaction",
-            m.bytes_rewritten.clone(),
-        );
-        registry.register(
-            "snapshots_expired",
-            "Snapshots removed by expiry",
-            m.snapshots_expired.clone(),
-        );
-        registry.register(
-            "orphan_files_deleted",
-            "Unreferenced files deleted by cleanup",
-            m.orphan_files_deleted.clone(),
-        );
-        registry.register(
-            "orphan_bytes_deleted",
-            "Bytes of unreferenced files deleted by cleanup",
-            m.orphan_bytes_deleted.clone(),
-        );
+        let m = Declared::register(&mut registry);
         MaintenanceMetrics {
+            m,
             registry: Arc::new(registry),
-            ..m
         }
     }
 
@@ -116,11 +81,13 @@ impl MaintenanceMetrics {
             table: table.to_string(),
             outcome: outcome.to_string(),
         };
-        self.runs
+        self.m
+            .runs
             .get_or_create(&labels(if ok { "ok" } else { "failed" }))
             .inc();
         if ok {
-            self.last_success
+            self.m
+                .last_success
                 .get_or_create(&labels("ok"))
                 .set(chrono::Utc::now().timestamp());
         }
@@ -128,29 +95,35 @@ impl MaintenanceMetrics {
 
     pub fn compacted(&self, c: &Compacted) {
         let t = table(&c.table);
-        self.partitions_compacted
+        self.m
+            .partitions_compacted
             .get_or_create(&t)
             .inc_by(c.partitions as u64);
-        self.files_rewritten
+        self.m
+            .files_rewritten
             .get_or_create(&t)
             .inc_by(c.files_before as u64);
-        self.bytes_rewritten
+        self.m
+            .bytes_rewritten
             .get_or_create(&t)
             .inc_by(c.bytes_before);
     }
 
     pub fn expired(&self, e: &Expired) {
-        self.snapshots_expired
+        self.m
+            .snapshots_expired
             .get_or_create(&table(&e.table))
             .inc_by(e.removed.len() as u64);
     }
 
     pub fn cleaned(&self, c: &Cleaned) {
         let t = table(&c.table);
-        self.orphan_files_deleted
+        self.m
+            .orphan_files_deleted
             .get_or_create(&t)
             .inc_by(c.orphans.len() as u64);
-        self.orphan_bytes_deleted
+        self.m
+            .orphan_bytes_deleted
             .get_or_create(&t)
             .inc_by(c.orphan_bytes());
     }
@@ -159,5 +132,20 @@ impl MaintenanceMetrics {
 fn table(name: &str) -> TableLabels {
     TableLabels {
         table: name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Operators read the metric list in docs/operations.md: it must name every metric.
+    #[test]
+    fn every_metric_is_documented() {
+        let docs = include_str!("../../docs/operations.md");
+        for name in super::Declared::NAMES {
+            assert!(
+                k2_common::metrics::documented(docs, &format!("k2_maintenance_{name}")),
+                "docs/operations.md does not mention k2_maintenance_{name}"
+            );
+        }
     }
 }

@@ -7,31 +7,14 @@
 //! The sink's exactly-once offsets live in a table property written with each of its
 //! commits, so expiring the snapshots that carried them loses nothing.
 
-/// A named point where a test can make this process stop (`FAILPOINTS=<name>=sleep(60000)`,
-/// then kill -9): logged when reached, so the test knows where it stopped. Nothing at all
-/// without the `failpoints` feature.
-macro_rules! fail_point {
-    ($name:literal) => {
-        #[cfg(feature = "failpoints")]
-        if fail::list().iter().any(|(n, _)| n == $name) {
-            tracing::info!(fail_point = $name, "at a fail point");
-        }
-        fail::fail_point!($name);
-    };
-}
-pub(crate) use fail_point;
-
 pub mod compact;
 pub mod expire;
 pub mod instrumentation;
-pub mod metadata_commit;
 pub mod orphans;
 pub mod progress;
-pub mod replace;
-mod rest_commit;
 mod retry;
 
-use iceberg::{NamespaceIdent, TableIdent};
+use iceberg::TableIdent;
 use k2_common::catalog::NAMESPACE;
 use k2_common::data_type::TABLES;
 
@@ -60,8 +43,7 @@ pub enum MaintainError {
 
 /// Every K2 table, or the one named (`trades`, or `market_data.trades`).
 pub fn tables(only: Option<&str>) -> Result<Vec<TableIdent>, String> {
-    let ident =
-        |name: &str| TableIdent::new(NamespaceIdent::new(NAMESPACE.to_string()), name.to_string());
+    let ident = k2_table::layout::ident;
     match only {
         None => Ok(TABLES.iter().map(|t| ident(t)).collect()),
         Some(name) => {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use iceberg::{Catalog, NamespaceIdent, TableIdent};
+use iceberg::{Catalog, NamespaceIdent};
 
 use k2_common::catalog::NAMESPACE;
 use k2_common::config::{K2Config, TopicsConfig};
@@ -88,7 +88,7 @@ impl Lakehouse {
         if !TABLES.contains(&name) {
             return Err(QueryError::UnknownTable(name.to_string()));
         }
-        let ident = TableIdent::new(NamespaceIdent::new(NAMESPACE.to_string()), name.to_string());
+        let ident = k2_table::layout::ident(name);
         Ok(self.catalog.load_table(&ident).await?)
     }
 

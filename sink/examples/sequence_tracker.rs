@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use k2_common::topic::DataType;
-use k2_sink::sequence::{InstrumentKey, SequenceTracker};
+use k2_sink::check::tracker::{InstrumentKey, SequenceTracker};
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

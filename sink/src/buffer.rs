@@ -10,14 +10,16 @@ use arrow_array::RecordBatch;
 use k2_common::config::CommitPolicy;
 use k2_common::data_type::DataType;
 
-use crate::job::{
-    CommitJob, LineageError, PartitionRange, PartitionState, SealReason, TableJob,
-    batches_without_partitions,
-};
-use crate::offsets::{PartitionMap, TopicPartition};
+use k2_table::lineage::{LineageError, batches_without_partitions};
+use k2_table::offsets::TopicPartition;
+
+use crate::job::{CommitJob, PartitionMap, PartitionRange, SealReason, TableJob};
+use crate::partition::PartitionState;
 
 #[derive(Debug)]
 struct Progress {
+    /// The data type of the partition's topic: which table records its offsets.
+    data_type: DataType,
     first_offset: i64,
     end: i64,
 }
@@ -54,14 +56,16 @@ impl Buffer {
         !self.progress.is_empty()
     }
 
-    /// Marks `offset` of `tp` as handled; `bytes` is its payload size.
-    pub fn handled(&mut self, tp: &TopicPartition, offset: i64, bytes: usize) {
+    /// Marks `offset` of `tp` (a topic of `data_type`) as handled; `bytes` is its payload
+    /// size.
+    pub fn handled(&mut self, tp: &TopicPartition, data_type: DataType, offset: i64, bytes: usize) {
         match self.progress.get_mut(tp) {
             Some(p) => p.end = offset + 1,
             None => {
                 self.progress.insert(
                     tp.clone(),
                     Progress {
+                        data_type,
                         first_offset: offset,
                         end: offset + 1,
                     },
@@ -133,12 +137,10 @@ impl Buffer {
     }
 
     /// Empties the buffer into a job. `state` gives, per partition, the offset the table
-    /// is expected to hold and the assignment epoch; it is advanced to this job's end.
-    pub fn seal(
-        &mut self,
-        data_type_of: impl Fn(&TopicPartition) -> DataType,
-        state: &mut PartitionMap<PartitionState>,
-    ) -> CommitJob {
+    /// is expected to hold and the assignment epoch; it is advanced to this job's end. A
+    /// partition not being read has no expectation (and epoch 0, which no reading has):
+    /// the committer fences it if the table recorded anything, and the loop ignores it.
+    pub fn seal(&mut self, state: &mut PartitionMap<PartitionState>) -> CommitJob {
         let mut tables: BTreeMap<DataType, TableJob> = BTreeMap::new();
         for (data_type, batches) in std::mem::take(&mut self.tables) {
             let records = batches.iter().map(RecordBatch::num_rows).sum();
@@ -153,15 +155,17 @@ impl Buffer {
             );
         }
         for (tp, p) in self.progress.drain() {
-            let data_type = data_type_of(&tp);
-            let st = state.entry(tp.clone()).or_default();
+            let data_type = p.data_type;
+            let (expected_recorded, epoch) = state
+                .get_mut(&tp)
+                .and_then(|s| s.seal(p.end))
+                .unwrap_or((None, 0));
             let range = PartitionRange {
-                expected_recorded: st.expected_recorded,
+                expected_recorded,
                 first_offset: p.first_offset,
                 end: p.end,
-                epoch: st.epoch,
+                epoch,
             };
-            st.expected_recorded = Some(p.end);
             tables
                 .entry(data_type)
                 .or_insert_with(|| TableJob {
@@ -194,7 +198,8 @@ mod tests {
     use bytesize::ByteSize;
 
     use super::*;
-    use crate::job::tests::batch;
+    use crate::partition::{Position, Reading};
+    use k2_table::lineage::test_support::batch;
 
     fn tp(topic: &str, p: i32) -> TopicPartition {
         TopicPartition::new(topic, p)
@@ -203,7 +208,7 @@ mod tests {
     /// Offsets `range` of `tp` handled (10 bytes each) and added as rows of trades.
     fn fill(buffer: &mut Buffer, t: &str, p: i32, range: std::ops::Range<i64>) {
         for o in range.clone() {
-            buffer.handled(&tp(t, p), o, 10);
+            buffer.handled(&tp(t, p), DataType::Trades, o, 10);
         }
         let rows: Vec<(&str, i32, i64)> = range.map(|o| (t, p, o)).collect();
         buffer.add(DataType::Trades, batch(&rows));
@@ -215,17 +220,18 @@ mod tests {
         fill(&mut buffer, "a", 0, 5..8);
         fill(&mut buffer, "a", 1, 0..2);
         // A dead-lettered record: handled, no row.
-        buffer.handled(&tp("a", 1), 2, 10);
+        buffer.handled(&tp("a", 1), DataType::Trades, 2, 10);
+        let reading = |expected_recorded, epoch| {
+            PartitionState::Reading(Reading {
+                epoch,
+                expected_recorded,
+                position: Position::Next(0),
+            })
+        };
         let mut state = PartitionMap::default();
-        state.insert(
-            tp("a", 0),
-            PartitionState {
-                expected_recorded: Some(5),
-                epoch: 3,
-                ..Default::default()
-            },
-        );
-        let job = buffer.seal(|_| DataType::Trades, &mut state);
+        state.insert(tp("a", 0), reading(Some(5), 3));
+        state.insert(tp("a", 1), reading(None, 4));
+        let job = buffer.seal(&mut state);
         assert_eq!(job.records, 5);
         let ranges = &job.tables[0].partitions;
         let a0 = &ranges[&tp("a", 0)];
@@ -235,11 +241,11 @@ mod tests {
         );
         let a1 = &ranges[&tp("a", 1)];
         assert_eq!(
-            (a1.expected_recorded, a1.first_offset, a1.end),
-            (None, 0, 3)
+            (a1.expected_recorded, a1.first_offset, a1.end, a1.epoch),
+            (None, 0, 3, 4)
         );
-        assert_eq!(state[&tp("a", 0)].expected_recorded, Some(8));
-        assert_eq!(state[&tp("a", 1)].expected_recorded, Some(3));
+        assert_eq!(state[&tp("a", 0)], reading(Some(8), 3));
+        assert_eq!(state[&tp("a", 1)], reading(Some(3), 4));
         assert!(!buffer.has_progress());
         assert_eq!(
             (buffer.records(), buffer.bytes(), buffer.handled_records()),
@@ -257,7 +263,7 @@ mod tests {
             .unwrap();
         assert_eq!(buffer.records(), 4);
         assert_eq!(buffer.handled_records(), 4);
-        let job = buffer.seal(|_| DataType::Trades, &mut PartitionMap::default());
+        let job = buffer.seal(&mut PartitionMap::default());
         assert_eq!(
             job.tables[0].partitions.keys().collect::<Vec<_>>(),
             [&tp("a", 0)]

@@ -6,7 +6,7 @@
 //! [`assign_deadline`], well inside `max.poll.interval.ms`, then the sink stops) and
 //! assigns the partitions at those offsets, paused; partitions no table recorded start at
 //! their beginning. What happened is queued as [`RebalanceEvent`]s for the poll loop,
-//! which drains them right after `poll` returns and has [`crate::resume`] do the slow part
+//! which drains them right after `poll` returns and has `crate::resume` do the slow part
 //! off the poll thread (the sequence warm-up, the group's committed offset of unrecorded
 //! partitions) before it seeks and resumes them.
 
@@ -25,9 +25,10 @@ use rdkafka::types::RDKafkaRespErr;
 use k2_common::config::GroupProtocol;
 use k2_common::topic::{DataType, TopicName};
 
+use k2_table::offsets::{TableOffsets, TopicPartition};
+
 use crate::instrumentation::{KindLabels, Metrics};
-use crate::offsets::{TableOffsets, TopicPartition};
-use crate::resume::{ResumeError, table_offsets};
+use crate::recorded::{RecordedError, recorded_offsets};
 
 /// How long the rebalance callback retries reading the tables' offsets before the sink
 /// gives up and stops: 60 s, or half of `max.poll.interval.ms` (librdkafka's default is
@@ -52,7 +53,7 @@ pub enum RebalanceEvent {
     Assigned(Vec<Assigned>),
     Revoked(Vec<TopicPartition>),
     /// The tables' offsets could not be read: nothing was assigned, and the sink stops.
-    Failed(ResumeError),
+    Failed(RecordedError),
 }
 
 /// Consumer context: table-driven assignment and librdkafka logs through `tracing`.
@@ -154,16 +155,16 @@ impl SinkContext {
     async fn recorded(
         &self,
         data_types: &BTreeSet<DataType>,
-    ) -> Result<HashMap<DataType, TableOffsets>, ResumeError> {
+    ) -> Result<HashMap<DataType, TableOffsets>, RecordedError> {
         let until = tokio::time::Instant::now() + self.assign_deadline;
         let mut out = HashMap::new();
         for &dt in data_types {
             let offsets = tokio::time::timeout_at(
                 until,
-                table_offsets(self.catalog.as_ref(), dt, &self.metrics),
+                recorded_offsets(self.catalog.as_ref(), dt, &self.metrics),
             )
             .await
-            .map_err(|_| ResumeError::Deadline {
+            .map_err(|_| RecordedError::Deadline {
                 table: dt.table_name(),
                 deadline: self.assign_deadline,
             })??;

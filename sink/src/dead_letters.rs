@@ -23,8 +23,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use crate::decoder::Rejected;
-use crate::instrumentation::{LogBudget, Metrics, Operation};
+use crate::decode::avro::Rejected;
+use k2_common::logging::LogBudget;
+
+use crate::instrumentation::{Metrics, Operation};
 
 pub const HEADER_SOURCE_TOPIC: &str = "k2.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "k2.source.partition";

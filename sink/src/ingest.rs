@@ -23,20 +23,22 @@ use rustc_hash::FxBuildHasher;
 use k2_common::config::CommitPolicy;
 use k2_common::data_type::DataType;
 
+use k2_table::layout::TableError;
+use k2_table::lineage::LineageError;
+use k2_table::offsets::TopicPartition;
+
 use crate::commit::{CommitError, CommitTask, CommitTaskEnded, RangeOutcome};
 use crate::consumer::{RebalanceEvent, SinkConsumer};
 use crate::dead_letters::{DeadLetterError, DeadLetters};
-use crate::decoder::{DECODE_BATCH_ROWS, RawRecord, Rejected};
+use crate::decode::{DECODE_BATCH_ROWS, RawRecord, Rejected};
 use crate::instrumentation::Metrics;
-use crate::job::{LineageError, PartitionState, SealReason};
-use crate::offsets::{PartitionMap, TopicPartition};
+use crate::job::{PartitionMap, SealReason};
+use crate::partition::{Accept, PartitionState, Position, Reading};
+use crate::recorded::RecordedError;
 use crate::resume::{Loaded, Resume, ResumeError, ToResume};
 use crate::stages::{StageError, Stages};
-use crate::table::TableError;
 
 mod start;
-
-pub use start::health_policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -56,8 +58,12 @@ pub enum SinkError {
     Lineage(#[from] LineageError),
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Recorded(#[from] RecordedError),
     #[error("{0}")]
     Setup(String),
+    #[error("partition of topic `{0}` is not one of the subscribed market-data topics")]
+    UnknownTopic(String),
 }
 
 /// How the loop ends.
@@ -223,26 +229,26 @@ impl Sink {
             // Fetched before a revoke took effect.
             return Ok(());
         };
-        if state.resuming || state.next_offset.is_some_and(|next| offset < next) {
-            // Read before the partition's seek: it is read again from its start.
-            return Ok(());
+        match state.accept(offset) {
+            Accept::Skip => return Ok(()),
+            Accept::Take => {}
+            Accept::TakePastStart(expected) => {
+                // Past a start inside the log: the records between were aborted
+                // transactions or transaction markers (read_committed skips them), so
+                // nothing is missing. A start outside the log was reported when found.
+                self.metrics.offset_discontinuity("skipped");
+                tracing::info!(partition = %self.probe, expected, first = offset, "the first record read is past the start offset (aborted transactions or transaction markers)");
+            }
         }
-        if let Some(expected) = state.expected_first.take()
-            && offset != expected
-        {
-            // Past a start inside the log: the records between were aborted transactions
-            // or transaction markers (read_committed skips them), so nothing is missing.
-            // A start outside the log was reported when it was found.
-            self.metrics.offset_discontinuity("skipped");
-            tracing::info!(partition = %self.probe, expected, first = offset, "the first record read is past the start offset (aborted transactions or transaction markers)");
-        }
-        state.next_offset = Some(offset + 1);
         info.consumed.inc();
         self.summary.records_consumed += 1;
         let value = m.payload();
-        self.stages
-            .buffer
-            .handled(&self.probe, offset, value.map_or(0, <[u8]>::len));
+        self.stages.buffer.handled(
+            &self.probe,
+            info.data_type,
+            offset,
+            value.map_or(0, <[u8]>::len),
+        );
         let rec = RawRecord {
             topic: info.name.clone(),
             partition: m.partition(),
@@ -281,15 +287,7 @@ impl Sink {
             return Ok(());
         }
         self.in_flight_since = self.in_flight_since.or(self.stages.buffer.oldest());
-        let topics = &self.topics;
-        let job = self.stages.buffer.seal(
-            |tp| {
-                topics
-                    .get(&tp.topic)
-                    .map_or(DataType::Trades, |i| i.data_type)
-            },
-            &mut self.partitions,
-        );
+        let job = self.stages.buffer.seal(&mut self.partitions);
         let records = job.records;
         let dead_letters = self.dead_letters.take_pending();
         let id = self.commits.submit(job, dead_letters)?;
@@ -316,7 +314,7 @@ impl Sink {
                 let current = self
                     .partitions
                     .get(tp)
-                    .is_some_and(|s| s.epoch == range.epoch);
+                    .is_some_and(|s| s.epoch() == range.epoch);
                 if !current {
                     continue;
                 }
@@ -364,11 +362,7 @@ impl Sink {
         let Some(state) = self.partitions.get_mut(tp) else {
             return Ok(());
         };
-        *state = PartitionState {
-            epoch,
-            resuming: true,
-            ..PartitionState::default()
-        };
+        *state = PartitionState::resuming(epoch);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.topic, tp.partition);
         if let Err(e) = self.consumer.pause(&tpl) {
@@ -377,16 +371,19 @@ impl Sink {
         tracing::warn!(partition = %tp, "re-reading partition from the table's offset");
         self.resume.load(vec![ToResume {
             tp: tp.clone(),
-            data_type: self.data_type(tp),
+            data_type: self.data_type(tp)?,
             epoch,
         }]);
         Ok(())
     }
 
-    fn data_type(&self, tp: &TopicPartition) -> DataType {
+    /// The data type of a partition's topic. Every partition the loop holds came from a
+    /// subscribed topic; one that did not is a fault, never guessed at.
+    fn data_type(&self, tp: &TopicPartition) -> Result<DataType, SinkError> {
         self.topics
             .get(&tp.topic)
-            .map_or(DataType::Trades, |i| i.data_type)
+            .map(|i| i.data_type)
+            .ok_or_else(|| SinkError::UnknownTopic(tp.topic.clone()))
     }
 
     /// Seeks the partitions whose start [`Resume`] has found (those not reassigned or
@@ -402,17 +399,18 @@ impl Sink {
                 let Some(state) = self.partitions.get_mut(&r.tp) else {
                     continue;
                 };
-                if state.epoch != r.epoch {
+                if state.epoch() != r.epoch || !state.is_resuming() {
                     continue;
                 }
                 if let Some(d) = r.discontinuity {
                     self.metrics.offset_discontinuity(d.kind());
                     tracing::error!(partition = %r.tp, start = ?r.start, discontinuity = ?d, "the partition's log does not hold the offset K2 resumes from (records deleted by retention before K2 read them, or the topic was recreated); see docs/operations.md");
                 }
-                state.expected_recorded = r.start.recorded();
-                state.next_offset = r.start.expected_first();
-                state.expected_first = r.start.expected_first();
-                state.resuming = false;
+                *state = PartitionState::Reading(Reading {
+                    epoch: r.epoch,
+                    expected_recorded: r.start.recorded(),
+                    position: Position::Start(r.start.expected_first()),
+                });
                 tracing::info!(partition = %r.tp, start = ?r.start, "resuming partition");
                 self.consumer.seek(
                     &r.tp.topic,
@@ -463,14 +461,8 @@ impl Sink {
                     let mut to_resume = Vec::with_capacity(assigned.len());
                     for a in assigned {
                         let epoch = self.new_epoch();
-                        self.partitions.insert(
-                            a.tp.clone(),
-                            PartitionState {
-                                epoch,
-                                resuming: true,
-                                ..PartitionState::default()
-                            },
-                        );
+                        self.partitions
+                            .insert(a.tp.clone(), PartitionState::resuming(epoch));
                         to_resume.push(ToResume {
                             tp: a.tp,
                             data_type: a.data_type,
@@ -496,7 +488,7 @@ impl Sink {
             let mut ready = TopicPartitionList::new();
             for e in assignment.elements() {
                 let tp = TopicPartition::new(e.topic(), e.partition());
-                if self.partitions.get(&tp).is_some_and(|s| !s.resuming) {
+                if self.partitions.get(&tp).is_some_and(|s| !s.is_resuming()) {
                     ready.add_partition(e.topic(), e.partition());
                 }
             }
@@ -524,7 +516,7 @@ impl Sink {
             if high == 0 {
                 return true;
             }
-            let Some(state) = self.partitions.get(tp).filter(|s| !s.resuming) else {
+            let Some(state) = self.partitions.get(tp).filter(|s| !s.is_resuming()) else {
                 return false;
             };
             let fetched = match position
@@ -534,7 +526,7 @@ impl Sink {
                 Some(Offset::Offset(o)) => o,
                 _ => 0,
             };
-            state.next_offset.unwrap_or(0).max(fetched) >= high
+            state.next_offset().unwrap_or(0).max(fetched) >= high
         })
     }
 }

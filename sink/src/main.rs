@@ -19,7 +19,7 @@ use k2_common::subscription::Subscription;
 use k2_common::topic::DataType;
 use k2_sink::ingest::{Mode, Sink};
 use k2_sink::instrumentation::Metrics;
-use k2_sink::table::{TableLayout, ensure_table};
+use k2_table::layout::{TableLayout, ensure_table};
 
 #[derive(Parser)]
 #[command(
@@ -110,7 +110,7 @@ fn run(
     mode: Mode,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::with_health(k2_sink::ingest::health_policy(config));
+    let metrics = Metrics::with_health(k2_sink::instrumentation::health_policy(config));
     if let Some(address) = config.metrics.address {
         let served = metrics.clone();
         runtime.spawn(async move {

@@ -20,11 +20,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use k2_common::data_type::DataType;
 
+use k2_table::offsets::{TableOffsets, TopicPartition};
+
+use crate::check::WarmUp;
 use crate::consumer::SinkConsumer;
-use crate::instrumentation::{Metrics, Operation};
-use crate::offsets::{OffsetsError, TableOffsets, TopicPartition};
-use crate::sequence_check::WarmUp;
-use crate::table::table_ident;
+use crate::instrumentation::Metrics;
+use crate::recorded::{RecordedError, recorded_offsets};
 
 /// A partition to (re)start, tagged with the epoch of the reading it starts.
 #[derive(Debug, Clone)]
@@ -118,28 +119,11 @@ pub struct Loaded {
     pub warm_up: WarmUp,
 }
 
-/// A table's offsets cannot be read and retrying will not change that.
+/// Where partitions start could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
-    #[error("reading the offsets recorded in {table}: {source}")]
-    Offsets {
-        table: &'static str,
-        #[source]
-        source: OffsetsError,
-    },
-    #[error("loading {table} to read its offsets: {source}")]
-    Table {
-        table: &'static str,
-        #[source]
-        source: Box<iceberg::Error>,
-    },
-    #[error(
-        "the catalog did not answer within {deadline:?} when reading the offsets recorded in {table}; stopping rather than holding the consumer group"
-    )]
-    Deadline {
-        table: &'static str,
-        deadline: Duration,
-    },
+    #[error(transparent)]
+    Recorded(#[from] RecordedError),
     #[error("the resume task ended")]
     Ended,
 }
@@ -207,7 +191,7 @@ async fn load(
     let data_types: BTreeSet<DataType> = partitions.iter().map(|p| p.data_type).collect();
     let mut recorded: BTreeMap<DataType, TableOffsets> = BTreeMap::new();
     for dt in data_types {
-        recorded.insert(dt, table_offsets(catalog, dt, metrics).await?);
+        recorded.insert(dt, recorded_offsets(catalog, dt, metrics).await?);
     }
     let unrecorded: Vec<TopicPartition> = partitions
         .iter()
@@ -248,31 +232,6 @@ async fn load(
         partitions,
         warm_up,
     })
-}
-
-/// The offsets a table recorded. Retries what may pass (the catalog or storage being
-/// unreachable); a table whose offsets cannot be read is an error, never "no offsets".
-pub(crate) async fn table_offsets(
-    catalog: &dyn Catalog,
-    dt: DataType,
-    metrics: &Metrics,
-) -> Result<TableOffsets, ResumeError> {
-    let table = dt.table_name();
-    let what = format!("reading the offsets recorded in {table}");
-    let ident = table_ident(dt);
-    let loaded = k2_common::retry::retry(
-        &what,
-        || catalog.load_table(&ident),
-        |e| !crate::commit::is_fatal(e),
-        |_| metrics.retried(Operation::OffsetsRead),
-    )
-    .await
-    .map_err(|source| ResumeError::Table {
-        table,
-        source: Box::new(source),
-    })?;
-    TableOffsets::from_metadata(loaded.metadata())
-        .map_err(|source| ResumeError::Offsets { table, source })
 }
 
 /// The group's committed offsets of `partitions` (those it has one for). Only consulted

@@ -6,9 +6,9 @@
 use k2_common::data_type::DataType;
 
 use crate::buffer::Buffer;
-use crate::decoder::{RawRecord, Rejected};
-use crate::decoding::{Decoded, Decoding, DecodingError, Pushed};
-use crate::sequence_check::{SequenceCheck, SequenceCheckError};
+use crate::check::{SequenceCheck, SequenceCheckError};
+use crate::decode::avro::{RawRecord, Rejected};
+use crate::decode::{Decoded, Decoding, DecodingError, Pushed};
 use crate::validation::Validation;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,11 +114,11 @@ pub(crate) mod test_support {
     use k2_common::schema::BuiltinSchema;
 
     use super::*;
-    use crate::decoder::SchemaSource;
+    use crate::check::SequenceCheckConfig;
+    use crate::decode::avro::SchemaSource;
     use crate::instrumentation::Metrics;
-    use crate::offsets::TopicPartition;
-    use crate::sequence_check::SequenceCheckConfig;
-    use crate::table::{TableLayout, ensure_table};
+    use k2_table::layout::{TableLayout, ensure_table};
+    use k2_table::offsets::TopicPartition;
 
     pub(crate) const TOPIC: &str = "market.equities.trades.asx";
 
@@ -250,7 +250,9 @@ pub(crate) mod test_support {
                 key: Some(b"BHP"),
                 value: value.as_deref().unwrap_or_default(),
             };
-            stages.buffer.handled(&tp, offset, rec.value.len());
+            stages
+                .buffer
+                .handled(&tp, data_type, offset, rec.value.len());
             stages
                 .push(data_type, &rec, value.is_some(), &mut rejected)
                 .unwrap();
@@ -267,8 +269,9 @@ mod tests {
 
     use super::test_support::*;
     use super::*;
-    use crate::job::PartitionState;
-    use crate::offsets::{PartitionMap, TopicPartition};
+    use crate::job::PartitionMap;
+    use crate::partition::PartitionState;
+    use k2_table::offsets::TopicPartition;
 
     #[test]
     fn good_rows_reach_the_buffer_and_bad_ones_come_back_with_their_reason() {
@@ -302,7 +305,7 @@ mod tests {
         assert_eq!(stages.buffer.records(), 3);
         // Every record counts as handled, rejected or not: the job records all 7 offsets.
         let mut partitions = PartitionMap::<PartitionState>::default();
-        let job = stages.buffer.seal(|_| DataType::Trades, &mut partitions);
+        let job = stages.buffer.seal(&mut partitions);
         assert_eq!(job.tables.len(), 1);
         let range = &job.tables[0].partitions[&TopicPartition::new(TOPIC, 0)];
         assert_eq!((range.first_offset, range.end), (0, 7));
@@ -317,16 +320,14 @@ mod tests {
         assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(stages.buffer.records(), 0);
         // Both offsets are handled: the next job records them.
-        let job = stages
-            .buffer
-            .seal(|_| DataType::ReferenceData, &mut PartitionMap::default());
+        let job = stages.buffer.seal(&mut PartitionMap::default());
         let range = &job.tables[0].partitions[&TopicPartition::new(TOPIC, 0)];
         assert_eq!((range.first_offset, range.end), (0, 2));
     }
 
     #[test]
     fn a_reread_partition_warmed_up_again_still_reports_a_gap_across_the_reread() {
-        use crate::sequence_check::WarmUp;
+        use crate::check::WarmUp;
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let mut stages = stages(catalog(dir.path(), &rt), &rt);
@@ -380,9 +381,7 @@ mod tests {
         );
         assert!(rejected.is_empty());
         assert_eq!(stages.buffer.records(), 4);
-        let job = stages
-            .buffer
-            .seal(|_| DataType::Trades, &mut PartitionMap::default());
+        let job = stages.buffer.seal(&mut PartitionMap::default());
         let events: Vec<_> = job.sequence_events.iter().collect();
         assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
         let gap = events[0]["gap_size"].as_primitive::<Int64Type>().value(0);

@@ -13,8 +13,8 @@ use arrow_schema::DataType as ArrowType;
 
 use k2_common::topic::{DataType, TopicName};
 
-use crate::decoder::{DecodedBatch, Rejected, RowSource};
-use crate::table::{
+use crate::decode::avro::{DecodedBatch, Rejected, RowSource};
+use k2_table::layout::{
     EXCHANGE, EXCHANGE_TIMESTAMP, INGESTED_AT, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, SYMBOL,
     TableLayout,
 };

@@ -390,12 +390,21 @@ pub struct QueryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaintenanceConfig {
-    /// The time-travel window: snapshots older than this are expired (a backtest pinned
-    /// inside the window still reproduces).
+    /// The window of ordinary snapshots: snapshots older than this are expired (a backtest
+    /// pinned to an instant inside it still reproduces; before it, the ends of days do,
+    /// through their end-of-day tags). The sink expires its own tables' snapshots by this
+    /// policy as it commits; `k2-admin maintain expire` applies the same.
     #[serde(with = "humantime_serde")]
     pub snapshot_retention: Duration,
     /// Snapshots kept whatever their age (the newest of each table).
     pub min_snapshots: usize,
+    /// Tag each table's last snapshot of every UTC day (`eod-2026-12-07`), so `as_of` the
+    /// end of any day keeps resolving after its ordinary snapshots have expired.
+    pub end_of_day_tags: bool,
+    /// How long end-of-day tags are kept (their Iceberg `max-ref-age-ms`, which every engine
+    /// honours when it expires snapshots).
+    #[serde(with = "humantime_serde")]
+    pub tag_max_age: Duration,
     /// Files under a table that no snapshot references are deleted only once they are
     /// older than this. Writers (the sink, compaction) never commit a file older than half
     /// of it, so no file an in-flight commit is about to reference is ever deleted.
@@ -414,8 +423,10 @@ pub struct MaintenanceConfig {
 impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
-            snapshot_retention: Duration::from_secs(7 * 86_400),
+            snapshot_retention: Duration::from_secs(2 * 3600),
             min_snapshots: 10,
+            end_of_day_tags: true,
+            tag_max_age: Duration::from_secs(365 * 86_400),
             orphan_min_age: Duration::from_secs(3 * 86_400),
             compact_after: Duration::from_secs(6 * 3600),
             target_file_size: ByteSize::mib(256),
@@ -660,6 +671,28 @@ impl K2Config {
             );
         }
         let m = &self.maintenance;
+        if m.snapshot_retention < c.interval {
+            return invalid(
+                "maintenance.snapshot_retention",
+                &format!(
+                    "a window at least as long as sink.commit.interval ({}): shorter, a \
+                     snapshot would expire before the next one is committed",
+                    humantime::format_duration(c.interval)
+                ),
+                humantime::format_duration(m.snapshot_retention).to_string(),
+            );
+        }
+        if m.end_of_day_tags && m.tag_max_age < m.snapshot_retention {
+            return invalid(
+                "maintenance.tag_max_age",
+                &format!(
+                    "at least maintenance.snapshot_retention ({}): end-of-day tags outlive \
+                     the window of ordinary snapshots",
+                    humantime::format_duration(m.snapshot_retention)
+                ),
+                humantime::format_duration(m.tag_max_age).to_string(),
+            );
+        }
         if m.min_snapshots == 0 {
             return invalid(
                 "maintenance.min_snapshots",

@@ -14,37 +14,19 @@ use k2_common::schema::BuiltinSchema;
 use k2_common::topic::TopicName;
 
 use super::{Mode, RunSummary, Sink, SinkError, TopicInfo};
+use crate::check::{SequenceCheck, SequenceCheckConfig};
 use crate::commit::{CommitTask, Committer};
 use crate::consumer::{self, SinkContext};
 use crate::dead_letters::DeadLetters;
-use crate::decoder::SchemaSource;
-use crate::decoding::Decoding;
+use crate::decode::Decoding;
+use crate::decode::avro::SchemaSource;
 use crate::instrumentation::Metrics;
-use crate::offsets::{PartitionMap, TopicPartition};
+use crate::job::PartitionMap;
 use crate::resume::Resume;
-use crate::sequence_check::{SequenceCheck, SequenceCheckConfig};
 use crate::stages::Stages;
-use crate::table::{TableLayout, ensure_table};
 use crate::validation::Validation;
-use k2_common::health::HealthPolicy;
-
-/// The sink's idea of too long: a loop that has not turned for the consumer's
-/// `max.poll.interval.ms` has been dropped by the group anyway (live); a record may wait
-/// `sink.commit.interval` for its commit by policy, and `metrics.ready_commit_window`
-/// more before the sink is late (ready).
-pub fn health_policy(config: &K2Config) -> HealthPolicy {
-    let max_poll = config
-        .kafka
-        .client_properties()
-        .iter()
-        .find(|(k, _)| k.as_str() == "max.poll.interval.ms")
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .unwrap_or(300_000);
-    HealthPolicy {
-        stall_after: Duration::from_millis(max_poll),
-        commit_window: config.sink.commit.interval + config.metrics.ready_commit_window,
-    }
-}
+use k2_table::layout::{TableLayout, ensure_table};
+use k2_table::offsets::TopicPartition;
 
 impl Sink {
     /// Connects everything: tables (created if absent), committer task, dead-letter

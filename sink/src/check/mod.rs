@@ -25,11 +25,15 @@ use rustc_hash::FxBuildHasher;
 use k2_common::data_type::DataType;
 use k2_common::topic::TopicName;
 
-use crate::instrumentation::{LogBudget, Metrics, SequenceLabels};
-use crate::job::{Lineage, LineageError};
-use crate::offsets::TopicPartition;
-use crate::sequence::{Instruments, Observation, SequenceKind, SequenceTracker, last_committed};
-use crate::table::{EXCHANGE, EXCHANGE_TIMESTAMP, SYMBOL, table_ident};
+use k2_common::logging::LogBudget;
+
+use crate::instrumentation::{Metrics, SequenceLabels};
+use k2_table::lineage::{Lineage, LineageError};
+use k2_table::offsets::TopicPartition;
+pub mod tracker;
+
+use k2_table::layout::{EXCHANGE, EXCHANGE_TIMESTAMP, SYMBOL, table_ident};
+use tracker::{Instruments, Observation, SequenceKind, SequenceTracker, last_committed};
 
 /// Name of the sequence number column of sequenced data types.
 pub const SEQUENCE_NUMBER: &str = "sequence_number";

@@ -69,18 +69,17 @@ pub struct TableLayout {
     pub sort_order: SortOrder,
 }
 
+/// The K2 table `name` (`trades`, `sequence_events`, …) in K2's namespace.
+pub fn ident(name: &str) -> TableIdent {
+    TableIdent::new(NamespaceIdent::new(NAMESPACE.to_string()), name.to_string())
+}
+
 pub fn sequence_events_ident() -> TableIdent {
-    TableIdent::new(
-        NamespaceIdent::new(NAMESPACE.to_string()),
-        SEQUENCE_EVENTS_TABLE.to_string(),
-    )
+    ident(SEQUENCE_EVENTS_TABLE)
 }
 
 pub fn table_ident(data_type: DataType) -> TableIdent {
-    TableIdent::new(
-        NamespaceIdent::new(NAMESPACE.to_string()),
-        data_type.table_name().to_string(),
-    )
+    ident(data_type.table_name())
 }
 
 impl TableLayout {
@@ -293,19 +292,53 @@ fn non_null_branch(u: &UnionSchema) -> Option<&AvroSchema> {
     }
 }
 
-/// Properties every K2 table is created with.
-fn table_properties() -> HashMap<String, String> {
+/// Metadata files kept in the log (and so on storage: older ones are deleted as they drop
+/// out, see [`table_properties`]).
+pub const METADATA_VERSIONS_KEPT: usize = 20;
+
+/// Properties every K2 table carries. None of them constrains other engines' writers: K2
+/// commits through its own loop (`k2_table::commit`), so the table needs no
+/// `commit.retry.*` setting of its own.
+pub fn table_properties() -> HashMap<String, String> {
     HashMap::from([
-        // iceberg-rust's own commit retry re-applies an append on top of whatever is newest,
-        // without knowing about Kafka offsets; K2 retries in its own loop instead.
-        (
-            TableProperties::PROPERTY_COMMIT_NUM_RETRIES.to_string(),
-            "0".to_string(),
-        ),
         ("write.format.default".into(), "parquet".into()),
         ("write.parquet.compression-codec".into(), "zstd".into()),
+        // Metadata files are pruned as they are replaced: the metadata/ folder stays small
+        // without waiting for orphan cleanup.
+        (
+            TableProperties::PROPERTY_METADATA_PREVIOUS_VERSIONS_MAX.to_string(),
+            METADATA_VERSIONS_KEPT.to_string(),
+        ),
+        (
+            crate::commit::DELETE_AFTER_COMMIT.to_string(),
+            "true".into(),
+        ),
         ("k2.managed".into(), "true".into()),
     ])
+}
+
+/// Tables K2 created before carry `commit.retry.num-retries = 0`, which every engine obeys
+/// (their commits beside a running sink would fail on the first conflict): K2 removed it.
+const RETIRED_PROPERTY: (&str, &str) = (TableProperties::PROPERTY_COMMIT_NUM_RETRIES, "0");
+
+/// What a K2 table's properties lack or carry that [`table_properties`] says otherwise
+/// (tables created by an older K2): the properties to set, and those to remove. Applied
+/// with the sink's next commit.
+pub fn property_upgrades(
+    current: &HashMap<String, String>,
+) -> (HashMap<String, String>, Vec<String>) {
+    if current.get("k2.managed").map(String::as_str) != Some("true") {
+        return (HashMap::new(), Vec::new());
+    }
+    let set = table_properties()
+        .into_iter()
+        .filter(|(k, _)| !current.contains_key(k))
+        .collect();
+    let remove = match current.get(RETIRED_PROPERTY.0) {
+        Some(v) if v == RETIRED_PROPERTY.1 => vec![RETIRED_PROPERTY.0.to_string()],
+        _ => Vec::new(),
+    };
+    (set, remove)
 }
 
 /// Creates the namespace and table if they do not exist. Safe to call from several
@@ -395,7 +428,12 @@ pub async fn evolve_table(
                 tracing::info!(table = %ident, columns = ?names, "table schema evolved");
                 return Ok(t);
             }
-            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts && conflicts < 10 => {
+            Err(e) if conflicts < 10 => {
+                // Another sink may have evolved the table first (iceberg-rust re-applies the
+                // update on the new head and then fails on the column it finds there): what
+                // matters is whether the table has the columns now, which the next turn of
+                // the loop checks.
+                tracing::debug!(table = %ident, error = %e, "evolving the table failed; checking again");
                 conflicts += 1;
             }
             Err(e) => return Err(catalog_err(format!("evolve {ident}"))(e)),

@@ -257,7 +257,7 @@ impl SequenceTracker {
 /// Returns `(exchange, symbol, sequence_number, exchange_timestamp, partition)`.
 pub async fn last_committed(
     table: &iceberg::table::Table,
-    partitions: &std::collections::HashSet<crate::offsets::TopicPartition>,
+    partitions: &std::collections::HashSet<k2_table::offsets::TopicPartition>,
     window: std::time::Duration,
 ) -> Result<Vec<(String, String, i64, i64, i32)>, iceberg::Error> {
     use arrow::array::AsArray;
@@ -266,7 +266,7 @@ pub async fn last_committed(
     use iceberg::expr::Reference;
     use iceberg::spec::Datum;
 
-    use crate::table::{
+    use k2_table::layout::{
         EXCHANGE, EXCHANGE_TIMESTAMP, INGESTED_AT, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC,
         SYMBOL,
     };
@@ -294,7 +294,7 @@ pub async fn last_committed(
     // Per instrument, the row with the highest offset: the last one committed.
     let mut last: std::collections::HashMap<(String, String), (i64, i64, i64, i32)> =
         std::collections::HashMap::new();
-    let mut probe = crate::offsets::TopicPartition::new(String::new(), 0);
+    let mut probe = k2_table::offsets::TopicPartition::new(String::new(), 0);
     for b in &batches {
         let ex = b[EXCHANGE].as_string::<i32>();
         let sym = b[SYMBOL].as_string::<i32>();

@@ -4,57 +4,24 @@
 //! iceberg-rust 0.10 has no rewrite action, and its `TableCommit` cannot be built outside
 //! the crate, so K2 stages the snapshot from the crate's public pieces (manifest writers,
 //! the manifest list writer, the metadata builder) and commits the new metadata through the
-//! catalog's own compare-and-swap ([`crate::commit_metadata`]). The requirements are the
+//! catalog's own compare-and-swap ([`crate::commit`]). The requirements are the
 //! ones a rewrite needs: same table, and `main` still at the snapshot the rewrite was
 //! planned on; any other commit in between (a sink append) makes this one conflict, and
 //! the caller stages it again on the new head. ADR-20 says why; this module is the one to
 //! swap for the upstream action when it ships.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, Manifest, ManifestFile, ManifestListWriter,
+    DataContentType, DataFile, FormatVersion, ManifestFile, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 use iceberg::{ErrorKind, TableRequirement, TableUpdate};
 
-/// Why a rewrite cannot be staged on the table as it is.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    #[error(
-        "{0} is no longer in the table (compacted or removed by another writer); the rewrite is abandoned"
-    )]
-    InputGone(String),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error(transparent)]
-    Iceberg(#[from] iceberg::Error),
-}
-
-/// Manifests already read, by path: a manifest file never changes once written, and the
-/// partitions of one run are staged over mostly the same manifests.
-#[derive(Default)]
-pub struct ManifestCache(HashMap<String, Arc<Manifest>>);
-
-impl ManifestCache {
-    async fn load(&mut self, table: &Table, file: &ManifestFile) -> iceberg::Result<Arc<Manifest>> {
-        if let Some(m) = self.0.get(&file.manifest_path) {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(file.load_manifest(table.file_io()).await?);
-        self.0.insert(file.manifest_path.clone(), m.clone());
-        Ok(m)
-    }
-}
-
-/// A snapshot ready to commit: what the metadata gains and what must still hold.
-pub struct Staged {
-    pub snapshot_id: i64,
-    pub updates: Vec<TableUpdate>,
-    pub requirements: Vec<TableRequirement>,
-}
+use super::{
+    ManifestCache, StageError, Staged, manifest_list_path, metadata_file, new_snapshot_id, totals,
+};
 
 /// Stages the replacement of `removed` (data file paths, all live in the current snapshot)
 /// by `added` on `table`'s current snapshot: a manifest of the added files, the manifests
@@ -76,22 +43,11 @@ pub async fn stage(
     let base = m
         .current_snapshot()
         .ok_or_else(|| StageError::Unsupported("the table has no snapshot".into()))?;
-    let snapshot_id = loop {
-        let id = (uuid::Uuid::new_v4().as_u64_pair().0 & i64::MAX as u64) as i64;
-        if id != 0 && m.snapshot_by_id(id).is_none() {
-            break id;
-        }
-    };
+    let snapshot_id = new_snapshot_id(m);
     let sequence_number = m.next_sequence_number();
     let schema = m.current_schema().clone();
     let file_io = table.file_io();
-    let manifest_path = |n: usize| {
-        format!(
-            "{}/metadata/{}-k2-replace-m{n}.avro",
-            m.location(),
-            uuid::Uuid::new_v4()
-        )
-    };
+    let manifest_path = |n: usize| metadata_file(m, &format!("k2-replace-m{n}"));
 
     let mut manifests: Vec<ManifestFile> = Vec::new();
     // The manifests that list a replaced file are merged into one per partition spec: the
@@ -189,11 +145,7 @@ pub async fn stage(
         manifests.insert(0, writer.write_manifest_file().await?);
     }
 
-    let list_path = format!(
-        "{}/metadata/snap-{snapshot_id}-0-{}.avro",
-        m.location(),
-        uuid::Uuid::new_v4()
-    );
+    let list_path = manifest_list_path(m, snapshot_id);
     let mut list = ManifestListWriter::v2(
         file_io.new_output(&list_path)?.writer().await?,
         snapshot_id,
@@ -250,9 +202,11 @@ pub async fn stage(
 /// carried over from the parent's summary (unchanged rows, changed file counts).
 fn summary(
     parent: &HashMap<String, String>,
-    (added_files, added_rows, added_bytes): (usize, u64, u64),
-    (deleted_files, deleted_rows, deleted_bytes): (usize, u64, u64),
+    added: (usize, u64, u64),
+    deleted: (usize, u64, u64),
 ) -> HashMap<String, String> {
+    let (added_files, added_rows, added_bytes) = added;
+    let (deleted_files, deleted_rows, deleted_bytes) = deleted;
     let mut s = HashMap::from([
         ("added-data-files".to_string(), added_files.to_string()),
         ("added-records".to_string(), added_rows.to_string()),
@@ -262,28 +216,7 @@ fn summary(
         ("removed-files-size".to_string(), deleted_bytes.to_string()),
         ("k2.operation".to_string(), "compaction".to_string()),
     ]);
-    let total = |key: &str, add: u64, remove: u64| {
-        let before: u64 = parent.get(key)?.parse().ok()?;
-        Some((before + add).saturating_sub(remove).to_string())
-    };
-    for (key, add, remove) in [
-        ("total-records", added_rows, deleted_rows),
-        ("total-data-files", added_files as u64, deleted_files as u64),
-        ("total-files-size", added_bytes, deleted_bytes),
-    ] {
-        if let Some(v) = total(key, add, remove) {
-            s.insert(key.to_string(), v);
-        }
-    }
-    for key in [
-        "total-delete-files",
-        "total-position-deletes",
-        "total-equality-deletes",
-    ] {
-        if let Some(v) = parent.get(key) {
-            s.insert(key.to_string(), v.clone());
-        }
-    }
+    s.extend(totals(Some(parent), added, deleted));
     s
 }
 

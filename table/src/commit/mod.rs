@@ -1,4 +1,4 @@
-//! Committing staged metadata updates ([`crate::replace::Staged`]) atomically through the
+//! Committing staged metadata updates ([`crate::stage::Staged`]) atomically through the
 //! catalog, without iceberg-rust's `Transaction` (whose `TableCommit` cannot be built
 //! outside the crate):
 //! - SQL catalog: check the requirements against the current metadata, write the next
@@ -16,7 +16,13 @@ use iceberg::{Catalog, MetadataLocation, TableIdent};
 use k2_common::config::{CatalogConfig, K2Config};
 use sqlx::AnyPool;
 
-use crate::replace::Staged;
+use crate::stage::Staged;
+
+mod rest;
+
+/// Iceberg's table property asking writers to delete metadata files as they drop out of
+/// the metadata log (whose length `write.metadata.previous-versions-max` bounds).
+pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -25,10 +31,44 @@ pub enum CommitError {
     Conflict,
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),
-    #[error("catalog database: {0}")]
+    #[error("catalog database")]
     Sql(#[from] sqlx::Error),
-    #[error("REST catalog: {0}")]
-    Rest(String),
+    #[error("REST catalog: {message}")]
+    Rest {
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+impl CommitError {
+    /// Whether trying again (after staging again) may succeed: a conflict, a catalog or
+    /// store that did not answer or answered with a server error. A refused request (bad
+    /// updates, no such table, not authorised) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CommitError::Conflict => true,
+            CommitError::Iceberg(e) => k2_common::catalog::is_transient(e),
+            CommitError::Sql(e) => !matches!(
+                e,
+                sqlx::Error::Configuration(_)
+                    | sqlx::Error::ColumnNotFound(_)
+                    | sqlx::Error::TypeNotFound { .. }
+                    | sqlx::Error::Decode(_)
+            ),
+            CommitError::Rest { status, .. } => status.is_none_or(|s| s >= 500 || s == 429),
+        }
+    }
+}
+
+/// Somewhere staged updates can be committed atomically: the catalog itself
+/// ([`MetadataCommitter`]), or in tests a wrapper that injects a fault.
+#[async_trait::async_trait]
+pub trait CommitTarget: Send + Sync {
+    /// Commits `staged`, staged on `base` (the table as the caller loaded it), to that
+    /// table; [`CommitError::Conflict`] if a requirement no longer holds or another commit
+    /// won.
+    async fn commit(&self, base: &Table, staged: Staged) -> Result<(), CommitError>;
 }
 
 /// Where staged updates are committed.
@@ -39,7 +79,7 @@ pub enum MetadataCommitter {
         /// `?` placeholders (SQLite) rather than `$n` (PostgreSQL).
         qmark: bool,
     },
-    Rest(crate::rest_commit::RestCommitter),
+    Rest(rest::RestCommitter),
 }
 
 impl MetadataCommitter {
@@ -58,28 +98,41 @@ impl MetadataCommitter {
                 }))
             }
             CatalogConfig::Rest { .. } => Ok(Arc::new(MetadataCommitter::Rest(
-                crate::rest_commit::RestCommitter::new(config)?,
+                rest::RestCommitter::new(config)?,
             ))),
         }
     }
 
-    /// Commits `staged` to `ident`; [`CommitError::Conflict`] if a requirement no longer
-    /// holds or another commit won the swap.
+    /// Commits `staged` to `ident` as it is now (loaded first); [`CommitError::Conflict`]
+    /// if a requirement no longer holds or another commit won the swap.
     pub async fn commit(
         &self,
         catalog: &dyn Catalog,
         ident: &TableIdent,
         staged: Staged,
     ) -> Result<(), CommitError> {
+        let current = catalog.load_table(ident).await?;
+        CommitTarget::commit(self, &current, staged).await
+    }
+}
+
+#[async_trait::async_trait]
+impl CommitTarget for MetadataCommitter {
+    async fn commit(&self, current: &Table, staged: Staged) -> Result<(), CommitError> {
+        let ident = current.identifier();
         match self {
             MetadataCommitter::Sql {
                 pool,
                 catalog_name,
                 qmark,
             } => {
-                let current = catalog.load_table(ident).await?;
-                let next = next_metadata(&current, staged).await?;
-                let Some((current_location, next)) = next else {
+                let next = next_metadata(current, staged).await?;
+                let Some(Next {
+                    current_location,
+                    next,
+                    dropped,
+                }) = next
+                else {
                     return Err(CommitError::Conflict);
                 };
                 crate::fail_point!("commit-after-metadata-write");
@@ -106,9 +159,11 @@ impl MetadataCommitter {
                     return Err(CommitError::Conflict);
                 }
                 // A test can make the reply of an applied commit get lost here.
-                fail::fail_point!("commit-lost-reply", |_| Err(CommitError::Rest(
-                    "the reply was lost (injected)".into()
-                )));
+                crate::fail_point!("commit-lost-reply", |_| Err(CommitError::Rest {
+                    status: None,
+                    message: "the reply was lost (injected)".into()
+                }));
+                delete_dropped(current, &dropped).await;
                 Ok(())
             }
             MetadataCommitter::Rest(rest) => rest.commit(ident, staged).await,
@@ -116,12 +171,36 @@ impl MetadataCommitter {
     }
 }
 
+/// Deletes the metadata files that dropped out of the metadata log, when the table asks for
+/// it (the REST catalog's server does the same on its side). A failure leaves them to
+/// orphan cleanup: the commit itself has landed.
+async fn delete_dropped(table: &Table, dropped: &[String]) {
+    let enabled = table
+        .metadata()
+        .properties()
+        .get(DELETE_AFTER_COMMIT)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !enabled {
+        return;
+    }
+    for path in dropped {
+        if let Err(e) = table.file_io().delete(path).await {
+            tracing::warn!(path, error = %e, "deleting a metadata file that left the metadata log failed; orphan cleanup will");
+        }
+    }
+}
+
+/// The metadata a commit writes.
+struct Next {
+    current_location: String,
+    next: MetadataLocation,
+    /// Metadata files that dropped out of the log (`write.metadata.previous-versions-max`).
+    dropped: Vec<String>,
+}
+
 /// Checks the requirements against `current`, then writes the metadata the updates make of
 /// it. `None` when a requirement does not hold.
-async fn next_metadata(
-    current: &Table,
-    staged: Staged,
-) -> Result<Option<(String, MetadataLocation)>, CommitError> {
+async fn next_metadata(current: &Table, staged: Staged) -> Result<Option<Next>, CommitError> {
     for r in &staged.requirements {
         if r.check(Some(current.metadata())).is_err() {
             return Ok(None);
@@ -135,10 +214,19 @@ async fn next_metadata(
     for u in staged.updates {
         builder = u.apply(builder)?;
     }
-    let next = builder.build()?.metadata;
+    let built = builder.build()?;
+    let next = built.metadata;
     let next_location = MetadataLocation::from_str(&location)?
         .with_next_version()
         .with_new_metadata(&next);
     next.write_to(current.file_io(), &next_location).await?;
-    Ok(Some((location, next_location)))
+    Ok(Some(Next {
+        current_location: location,
+        next: next_location,
+        dropped: built
+            .expired_metadata_logs
+            .into_iter()
+            .map(|l| l.metadata_file)
+            .collect(),
+    }))
 }

@@ -9,8 +9,8 @@ use iceberg::TableIdent;
 use k2_common::config::{CatalogConfig, K2Config};
 use serde_json::json;
 
-use crate::metadata_commit::CommitError;
-use crate::replace::Staged;
+use super::CommitError;
+use crate::stage::Staged;
 
 pub struct RestCommitter {
     http: reqwest::Client,
@@ -31,7 +31,10 @@ impl RestCommitter {
             ..
         } = &config.catalog
         else {
-            return Err(CommitError::Rest("not a REST catalog".into()));
+            return Err(CommitError::Rest {
+                status: None,
+                message: "not a REST catalog".into(),
+            });
         };
         let credential = credential.as_ref().map(|c| {
             let c = c.expose();
@@ -117,10 +120,13 @@ impl RestCommitter {
         match response.status().as_u16() {
             200..=299 => Ok(()),
             409 => Err(CommitError::Conflict),
-            status => Err(CommitError::Rest(format!(
-                "{url}: {status}: {}",
-                response.text().await.unwrap_or_default()
-            ))),
+            status => Err(CommitError::Rest {
+                status: Some(status),
+                message: format!(
+                    "{url}: {status}: {}",
+                    response.text().await.unwrap_or_default()
+                ),
+            }),
         }
     }
 }
@@ -138,5 +144,8 @@ async fn json_of(request: reqwest::RequestBuilder) -> Result<serde_json::Value, 
 }
 
 fn rest(e: reqwest::Error) -> CommitError {
-    CommitError::Rest(e.to_string())
+    CommitError::Rest {
+        status: e.status().map(|s| s.as_u16()),
+        message: e.to_string(),
+    }
 }

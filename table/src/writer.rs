@@ -13,7 +13,7 @@ use arrow::array::AsArray;
 use arrow::compute::interleave_record_batch;
 use arrow::datatypes::DataType as ArrowType;
 use arrow_array::{Array, RecordBatch};
-use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
+use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct, Transform};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
@@ -28,7 +28,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::table::{EXCHANGE, EXCHANGE_TIMESTAMP, SYMBOL};
+use crate::layout::{EXCHANGE, EXCHANGE_TIMESTAMP, SYMBOL};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -189,25 +189,16 @@ fn sort_order(
 /// names unique per job and attempt.
 pub async fn write_data_files(
     table: &Table,
-    day_partitioned: bool,
     batches: &[RecordBatch],
     file_prefix: &str,
 ) -> Result<Vec<DataFile>, Error> {
-    write_sorted(
-        table,
-        day_partitioned,
-        batches,
-        file_prefix,
-        TARGET_FILE_SIZE,
-    )
-    .await
+    write_sorted(table, batches, file_prefix, TARGET_FILE_SIZE).await
 }
 
 /// [`write_data_files`] rolling to a new file at `target_file_size` bytes (compaction picks
 /// its own size).
 pub async fn write_sorted(
     table: &Table,
-    day_partitioned: bool,
     batches: &[RecordBatch],
     file_prefix: &str,
     target_file_size: usize,
@@ -225,14 +216,16 @@ pub async fn write_sorted(
     if adapted.is_empty() {
         return Ok(Vec::new());
     }
+    let metadata = table.metadata();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    // The table's own partition spec says whether it is partitioned by day.
+    let day_partitioned = spec.fields().iter().any(|f| f.transform == Transform::Day);
     // No sorted copy of the whole job: rows are copied into sorted order one chunk at a
     // time, just before the Parquet writer encodes them. Peak memory is the job's own
     // batches plus one chunk, not a second copy of the job.
     let (order, runs) = sort_order(&adapted, day_partitioned)?;
     let sources: Vec<&RecordBatch> = adapted.iter().collect();
 
-    let metadata = table.metadata();
-    let spec = metadata.default_partition_spec().as_ref().clone();
     let table_schema = metadata.current_schema().clone();
     let parquet = ParquetWriterBuilder::new(writer_properties(&schema), table_schema.clone());
     let rolling = RollingFileWriterBuilder::new(

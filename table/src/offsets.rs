@@ -20,11 +20,6 @@ pub const WRITER_PROPERTY: &str = "k2.writer-id";
 pub const COMMIT_ID_PROPERTY: &str = "k2.commit-id";
 pub const VERSION_PROPERTY: &str = "k2.sink-version";
 
-/// A map keyed by topic-partition. The poll loop looks partitions up for every record;
-/// SipHash's protection against crafted keys buys nothing for names K2 subscribed to
-/// itself, and cost a few percent of the loop's time.
-pub type PartitionMap<V> = std::collections::HashMap<TopicPartition, V, rustc_hash::FxBuildHasher>;
-
 /// A Kafka topic-partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TopicPartition {

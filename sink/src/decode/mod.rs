@@ -1,7 +1,7 @@
 //! The decode stage: every record to a row in its table's reader schema, or to a dead letter
 //! with the reason.
 //!
-//! It owns the writer schemas (from the registry or the config), one [`SchemaDecoder`] per
+//! It owns the writer schemas (from the registry or the config), one [`avro::SchemaDecoder`] per
 //! (data type, writer schema id), and each table's current layout. A writer schema with
 //! fields the table lacks is a newer version of the data type's schema: if it can read
 //! everything written before (BACKWARD), the table gains the fields as optional columns and
@@ -20,11 +20,12 @@ use rustc_hash::FxBuildHasher;
 use k2_common::data_type::DataType;
 use k2_common::schema::check_backward;
 
-use crate::decoder::{
-    DECODE_BATCH_ROWS, DecodeErrorKind, DecodedBatch, RawRecord, Rejected, SchemaDecoder,
-    SchemaSource, WriterSchemas, schema_id,
-};
-use crate::table::{TableError, TableLayout, evolve_table};
+use k2_table::layout::{TableError, TableLayout, evolve_table};
+
+pub mod avro;
+
+pub use avro::{DECODE_BATCH_ROWS, RawRecord, Rejected, SchemaSource};
+use avro::{DecodeErrorKind, DecodedBatch, SchemaDecoder, WriterSchemas, schema_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodingError {

@@ -1,0 +1,437 @@
+//! The append snapshot, with Iceberg's merge-append: the new files get a manifest of their
+//! own, and the manifest list is kept short by merging small manifests as appends go on,
+//! so the cost of a commit and of planning a scan stays flat however many commits a table
+//! has seen (fast appends add one manifest per commit forever).
+//!
+//! The merge follows Iceberg Java's `MergingSnapshotProducer` / `ManifestMergeManager`,
+//! with its table properties and defaults (`commit.manifest-merge.enabled`,
+//! `commit.manifest.target-size-bytes` = 8 MiB, `commit.manifest.min-count-to-merge` =
+//! 100), and one K2 refinement: manifests are grouped by partition spec *and* by the value
+//! of the spec's first partition field when a manifest holds a single one — the day, for
+//! K2's day-partitioned tables — so a merged manifest never spans days and planning a day
+//! still prunes every other day's manifests by their partition summaries. Within a group,
+//! manifests (newest first) are packed from the oldest end into bins of about the target
+//! size; a bin of several manifests is rewritten as one, except the bin holding the new
+//! manifest while it has fewer than `min-count-to-merge` (so merging happens every
+//! `min-count` commits, not on every one). Live entries keep their snapshot id and
+//! sequence numbers (`EXISTING`); deleted entries are dropped; this commit's own entries
+//! stay `ADDED`.
+
+use std::collections::HashMap;
+
+use iceberg::spec::{
+    DataContentType, DataFile, FormatVersion, ManifestFile, ManifestListWriter,
+    ManifestWriterBuilder, Operation, PartitionSpec, Snapshot, SnapshotReference,
+    SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadata,
+};
+use iceberg::table::Table;
+use iceberg::{ErrorKind, TableRequirement, TableUpdate};
+
+use super::{
+    ManifestCache, StageError, Staged, manifest_list_path, metadata_file, new_snapshot_id, totals,
+};
+
+/// Iceberg's property names and defaults for manifest merging.
+pub const MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
+pub const TARGET_SIZE_BYTES: &str = "commit.manifest.target-size-bytes";
+pub const MIN_COUNT_TO_MERGE: &str = "commit.manifest.min-count-to-merge";
+
+/// How an append keeps the manifest list short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestMerge {
+    pub enabled: bool,
+    pub target_size_bytes: u64,
+    pub min_count_to_merge: usize,
+}
+
+impl Default for ManifestMerge {
+    fn default() -> Self {
+        ManifestMerge {
+            enabled: true,
+            target_size_bytes: 8 * 1024 * 1024,
+            min_count_to_merge: 100,
+        }
+    }
+}
+
+impl ManifestMerge {
+    /// The policy the table's properties ask for (Iceberg's defaults where they are absent
+    /// or unreadable).
+    pub fn of(m: &TableMetadata) -> Self {
+        let d = ManifestMerge::default();
+        let p = m.properties();
+        ManifestMerge {
+            enabled: p
+                .get(MERGE_ENABLED)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.enabled),
+            target_size_bytes: p
+                .get(TARGET_SIZE_BYTES)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.target_size_bytes),
+            min_count_to_merge: p
+                .get(MIN_COUNT_TO_MERGE)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.min_count_to_merge)
+                .max(1),
+        }
+    }
+}
+
+/// What one append adds.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub files: Vec<DataFile>,
+    /// Properties of the snapshot summary beside the counts and totals (K2's offsets…).
+    pub properties: HashMap<String, String>,
+    /// The snapshot's commit time (raised to the table's last update if the clock is
+    /// behind it).
+    pub timestamp_ms: i64,
+}
+
+/// Stages `append` on `table`'s current snapshot (or as its first snapshot).
+pub async fn stage(
+    table: &Table,
+    append: Append,
+    merge: ManifestMerge,
+) -> Result<Staged, StageError> {
+    let m = table.metadata();
+    if m.format_version() != FormatVersion::V2 {
+        return Err(StageError::Unsupported(format!(
+            "appends are written for format version 2 tables, not {:?}",
+            m.format_version()
+        )));
+    }
+    if let Some(f) = append
+        .files
+        .iter()
+        .find(|f| f.content_type() != DataContentType::Data)
+    {
+        return Err(StageError::Unsupported(format!(
+            "only data files are appended, not {}",
+            f.file_path()
+        )));
+    }
+    let snapshot_id = new_snapshot_id(m);
+    let sequence_number = m.next_sequence_number();
+    let base = m.current_snapshot();
+    let spec = m.default_partition_spec().as_ref().clone();
+
+    let mut summary = SnapshotSummaryCollector::default();
+    for f in &append.files {
+        summary.add_file(
+            f,
+            m.current_schema().clone(),
+            m.default_partition_spec().clone(),
+        );
+    }
+    let added = (
+        append.files.len(),
+        append.files.iter().map(DataFile::record_count).sum::<u64>(),
+        append
+            .files
+            .iter()
+            .map(DataFile::file_size_in_bytes)
+            .sum::<u64>(),
+    );
+
+    // The new files, one manifest per group, newest first like Java's list.
+    let mut new_manifests = Vec::new();
+    let mut by_group: Vec<(Option<Vec<u8>>, Vec<DataFile>)> = Vec::new();
+    for f in append.files {
+        let key = first_partition_value(&spec, &f);
+        match by_group.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, files)) => files.push(f),
+            None => by_group.push((key, vec![f])),
+        }
+    }
+    for (_, files) in by_group {
+        let mut writer = ManifestWriterBuilder::new(
+            table
+                .file_io()
+                .new_output(metadata_file(m, "k2-append-m"))?,
+            Some(snapshot_id),
+            m.current_schema().clone(),
+            spec.clone(),
+        )
+        .build_v2_data();
+        for f in files {
+            writer.add_file(f, sequence_number)?;
+        }
+        new_manifests.push(writer.write_manifest_file().await?);
+    }
+
+    let existing: Vec<ManifestFile> = match base {
+        Some(base) => table
+            .manifest_list_reader(base)
+            .load()
+            .await?
+            .entries()
+            .iter()
+            .filter(|mf| mf.has_added_files() || mf.has_existing_files())
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let new_paths: Vec<String> = new_manifests
+        .iter()
+        .map(|mf| mf.manifest_path.clone())
+        .collect();
+    let mut manifests = new_manifests;
+    manifests.extend(existing);
+    let manifests = if merge.enabled {
+        merged(table, manifests, &new_paths, snapshot_id, merge).await?
+    } else {
+        manifests
+    };
+
+    let list_path = manifest_list_path(m, snapshot_id);
+    let mut list = ManifestListWriter::v2(
+        table.file_io().new_output(&list_path)?.writer().await?,
+        snapshot_id,
+        base.map(|b| b.snapshot_id()),
+        sequence_number,
+    );
+    list.add_manifests(manifests.into_iter())?;
+    list.close().await?;
+
+    let mut properties = append.properties;
+    properties.extend(summary.build());
+    properties.extend(totals(
+        base.map(|b| &b.summary().additional_properties),
+        added,
+        (0, 0, 0),
+    ));
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(base.map(|b| b.snapshot_id()))
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(append.timestamp_ms.max(m.last_updated_ms()))
+        .with_manifest_list(list_path)
+        .with_schema_id(m.current_schema_id())
+        .with_summary(Summary {
+            operation: Operation::Append,
+            additional_properties: properties,
+        })
+        .build();
+    Ok(Staged {
+        snapshot_id,
+        updates: vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: iceberg::spec::MAIN_BRANCH.to_string(),
+                reference: SnapshotReference::new(
+                    snapshot_id,
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+        ],
+        requirements: vec![
+            TableRequirement::UuidMatch { uuid: m.uuid() },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: iceberg::spec::MAIN_BRANCH.to_string(),
+                snapshot_id: base.map(|b| b.snapshot_id()),
+            },
+        ],
+    })
+}
+
+/// The serialized value of the spec's first partition field for a data file, the grouping
+/// key of its manifest.
+fn first_partition_value(spec: &PartitionSpec, f: &DataFile) -> Option<Vec<u8>> {
+    if spec.fields().is_empty() {
+        return None;
+    }
+    let field = f.partition().fields().first()?.as_ref()?;
+    Some(format!("{field:?}").into_bytes())
+}
+
+/// A partition spec, and the serialised value of its first partition field if single.
+type GroupKey = (i32, Option<Vec<u8>>);
+
+/// The grouping key of a manifest: its spec, and the single value of the spec's first
+/// partition field when all its entries share one (from the manifest's partition summary).
+fn group_key(mf: &ManifestFile) -> GroupKey {
+    let single = mf
+        .partitions
+        .as_ref()
+        .and_then(|p| p.first())
+        .filter(|s| !s.contains_null && s.lower_bound.is_some() && s.lower_bound == s.upper_bound)
+        .and_then(|s| s.lower_bound.as_ref().map(|b| b.to_vec()));
+    (mf.partition_spec_id, single)
+}
+
+/// `manifests` (newest first; the first `new` of them written by this commit) with every
+/// bin the policy merges rewritten as one manifest. Order is kept.
+async fn merged(
+    table: &Table,
+    manifests: Vec<ManifestFile>,
+    new_paths: &[String],
+    snapshot_id: i64,
+    policy: ManifestMerge,
+) -> Result<Vec<ManifestFile>, StageError> {
+    // Groups in order of first appearance, each newest first.
+    let mut groups: Vec<(GroupKey, Vec<ManifestFile>)> = Vec::new();
+    for mf in manifests {
+        // A new manifest's partition summary is that of its group by construction.
+        let key = group_key(&mf);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(mf),
+            None => groups.push((key, vec![mf])),
+        }
+    }
+    let mut out = Vec::new();
+    let mut cache = ManifestCache::default();
+    for ((spec_id, _), group) in groups {
+        for bin in pack_end(group, policy.target_size_bytes) {
+            let holds_new = bin.iter().any(|mf| new_paths.contains(&mf.manifest_path));
+            if bin.len() == 1 || (holds_new && bin.len() < policy.min_count_to_merge) {
+                out.extend(bin);
+            } else {
+                out.push(merge_bin(table, &bin, spec_id, snapshot_id, &mut cache).await?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Java's `ListPacker.packEnd` with a lookback of 1: `items` packed greedily from the end
+/// into bins of at most `target` bytes (an item larger than that alone), bins and items
+/// returned in the original order. The under-filled bin is then the newest one, which the
+/// next commits fill.
+fn pack_end(items: Vec<ManifestFile>, target: u64) -> Vec<Vec<ManifestFile>> {
+    let mut bins: Vec<Vec<ManifestFile>> = Vec::new();
+    let mut weight = 0u64;
+    for item in items.into_iter().rev() {
+        let w = item.manifest_length.max(0) as u64;
+        match bins.last_mut() {
+            Some(bin) if weight + w <= target => {
+                bin.push(item);
+                weight += w;
+            }
+            _ => {
+                bins.push(vec![item]);
+                weight = w;
+            }
+        }
+    }
+    for bin in &mut bins {
+        bin.reverse();
+    }
+    bins.reverse();
+    bins
+}
+
+/// One manifest with the live entries of `bin`.
+async fn merge_bin(
+    table: &Table,
+    bin: &[ManifestFile],
+    spec_id: i32,
+    snapshot_id: i64,
+    cache: &mut ManifestCache,
+) -> Result<ManifestFile, StageError> {
+    let m = table.metadata();
+    let spec = m.partition_spec_by_id(spec_id).ok_or_else(|| {
+        StageError::Unsupported(format!(
+            "a manifest names partition spec {spec_id}, which the table does not have"
+        ))
+    })?;
+    let mut writer = ManifestWriterBuilder::new(
+        table
+            .file_io()
+            .new_output(metadata_file(m, "k2-merged-m"))?,
+        Some(snapshot_id),
+        m.current_schema().clone(),
+        spec.as_ref().clone(),
+    )
+    .build_v2_data();
+    for mf in bin {
+        let manifest = cache.load(table, mf).await?;
+        for entry in manifest.entries() {
+            if !entry.is_alive() {
+                continue;
+            }
+            let file = entry.data_file().clone();
+            let Some(seq) = entry.sequence_number else {
+                return Err(missing_sequence(entry.file_path()));
+            };
+            match entry.snapshot_id {
+                Some(id) if id == snapshot_id => writer.add_file(file, seq)?,
+                Some(id) => writer.add_existing_file(file, id, seq, entry.file_sequence_number)?,
+                None => return Err(missing_sequence(entry.file_path())),
+            }
+        }
+    }
+    Ok(writer.write_manifest_file().await?)
+}
+
+fn missing_sequence(path: &str) -> StageError {
+    iceberg::Error::new(
+        ErrorKind::DataInvalid,
+        format!("manifest entry of {path} lacks its snapshot or sequence number"),
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(path: &str, length: i64) -> ManifestFile {
+        ManifestFile {
+            manifest_path: path.to_string(),
+            manifest_length: length,
+            partition_spec_id: 0,
+            content: iceberg::spec::ManifestContentType::Data,
+            sequence_number: 1,
+            min_sequence_number: 1,
+            added_snapshot_id: 1,
+            added_files_count: Some(1),
+            existing_files_count: Some(0),
+            deleted_files_count: Some(0),
+            added_rows_count: Some(1),
+            existing_rows_count: Some(0),
+            deleted_rows_count: Some(0),
+            partitions: None,
+            key_metadata: None,
+            first_row_id: None,
+        }
+    }
+
+    fn paths(bins: &[Vec<ManifestFile>]) -> Vec<Vec<&str>> {
+        bins.iter()
+            .map(|b| b.iter().map(|m| m.manifest_path.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn bins_are_packed_from_the_oldest_end_and_keep_their_order() {
+        // Newest first: n (new), a, b, c (oldest).
+        let items = vec![
+            manifest("n", 3),
+            manifest("a", 4),
+            manifest("b", 5),
+            manifest("c", 5),
+        ];
+        let bins = pack_end(items, 10);
+        assert_eq!(paths(&bins), [vec!["n", "a"], vec!["b", "c"]]);
+        // One larger than the target stands alone.
+        let bins = pack_end(
+            vec![manifest("n", 1), manifest("big", 50), manifest("c", 1)],
+            10,
+        );
+        assert_eq!(paths(&bins), [vec!["n"], vec!["big"], vec!["c"]]);
+    }
+
+    #[test]
+    fn the_policy_comes_from_iceberg_table_properties() {
+        assert_eq!(
+            ManifestMerge::default(),
+            ManifestMerge {
+                enabled: true,
+                target_size_bytes: 8 << 20,
+                min_count_to_merge: 100
+            }
+        );
+    }
+}
