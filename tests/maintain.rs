@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use iceberg::{NamespaceIdent, TableIdent};
+use k2_tests::engines::{At, duckdb_reads, pyiceberg_reads};
 use k2_tests::feed::{self, ASX_SYMBOLS, Feed};
 use k2_tests::sink::{
     BackgroundFeed, Key, assert_exactly_once, metrics_address, produce, rt_scan, scrape_counter,
@@ -78,72 +79,6 @@ fn maintain(env: &TestEnv, args: &[&str]) -> String {
         stderr(&out)
     );
     stdout(&out)
-}
-
-/// What DuckDB's own Iceberg reader (`iceberg_scan`, an implementation independent of
-/// K2's) finds in the trades table, at the current snapshot or at `snapshot`: (rows, sum of
-/// `kafka_offset`).
-fn duckdb_reads(env: &TestEnv, snapshot: Option<i64>) -> (i64, i64) {
-    let metadata = k2_tests::runtime().block_on(async {
-        let catalog = tables::catalog(env).await;
-        let table = catalog.load_table(&trades_ident()).await.unwrap();
-        table.metadata_location().unwrap().to_string()
-    });
-    let extensions = k2_tests::repo_root().join(".k2/duckdb/extensions");
-    let conn = duckdb::Connection::open_in_memory().unwrap();
-    conn.execute_batch(&format!(
-        "SET extension_directory = '{}'; SET autoinstall_known_extensions = false; \
-         LOAD avro; LOAD iceberg;",
-        extensions.display()
-    ))
-    .unwrap_or_else(|e| panic!("DuckDB's iceberg extension (scripts/bootstrap fetches it): {e}"));
-    let at = snapshot.map_or(String::new(), |s| format!(", snapshot_from_id => {s}"));
-    conn.query_row(
-        &format!(
-            "SELECT count(*), coalesce(sum(kafka_offset), 0)::BIGINT \
-             FROM iceberg_scan('{}'{at})",
-            metadata.trim_start_matches("file://")
-        ),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .unwrap()
-}
-
-/// What PyIceberg (the Python implementation, through the same SQL catalog) finds in the
-/// trades table, at the current snapshot or at `snapshot`: (rows, sum of `kafka_offset`).
-fn pyiceberg_reads(env: &TestEnv, snapshot: Option<i64>) -> (i64, i64) {
-    let script = r#"
-import sys
-from pyiceberg.catalog.sql import SqlCatalog
-db, warehouse, snapshot = sys.argv[1], sys.argv[2], sys.argv[3]
-catalog = SqlCatalog("k2", uri=f"sqlite:///{db}", warehouse=warehouse)
-table = catalog.load_table("market_data.trades")
-scan = table.scan(snapshot_id=int(snapshot)) if snapshot else table.scan()
-offsets = scan.to_arrow().column("kafka_offset").to_pylist()
-print(len(offsets), sum(offsets))
-"#;
-    let out = std::process::Command::new(k2_tests::registry::python())
-        .args([
-            "-c",
-            script,
-            env.dir.path().join("state/catalog.db").to_str().unwrap(),
-            &format!(
-                "file://{}",
-                env.dir.path().join("state/warehouse").display()
-            ),
-            &snapshot.map_or(String::new(), |s| s.to_string()),
-        ])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "PyIceberg (scripts/bootstrap installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(|v| v.parse::<i64>().unwrap());
-    (it.next().unwrap(), it.next().unwrap())
 }
 
 fn lineage_sums(keys: &[Key]) -> (i64, i64) {
@@ -490,22 +425,22 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
     // Two independent readers agree, now and as of the snapshot before the compaction.
     let trades_now = rt_scan(&env, "trades").lineage();
     assert_eq!(
-        duckdb_reads(&env, None),
+        duckdb_reads(&env, At::Current),
         lineage_sums(&trades_now),
         "iceberg_scan now"
     );
     assert_eq!(
-        duckdb_reads(&env, Some(before)),
+        duckdb_reads(&env, At::Snapshot(before)),
         lineage_sums(&rows_before),
         "iceberg_scan before the compaction"
     );
     assert_eq!(
-        pyiceberg_reads(&env, None),
+        pyiceberg_reads(&env, At::Current),
         lineage_sums(&trades_now),
         "PyIceberg now"
     );
     assert_eq!(
-        pyiceberg_reads(&env, Some(before)),
+        pyiceberg_reads(&env, At::Snapshot(before)),
         lineage_sums(&rows_before),
         "PyIceberg before the compaction"
     );

@@ -1530,3 +1530,105 @@ fn a_gap_right_after_a_fenced_partition_is_reported() {
     assert_eq!(events.rows(), 1, "exactly one event:\n{}", env.log(log));
     assert_gap_101_to_103(&events);
 }
+
+/// A parallel backfill: three `k2-sink --once` in one group over one backlog. Each stops
+/// once the whole backlog is committed — by whichever member held each partition, across
+/// the rebalances their joining and leaving cause — and exits 0; every record is in the
+/// tables once. (Before, each waited for every partition to be read by itself, and all
+/// three idled until killed.)
+#[test]
+fn three_once_members_backfill_in_parallel_and_all_stop() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(3, 2);
+    env.var("K2_SINK__COMMIT__INTERVAL", "1s");
+    env.create_topics();
+    let rt = k2_tests::runtime();
+    let market = produce_market(&env, &rt, &Feed::new(), 1, 1_000);
+    let expected: BTreeSet<Key> = market
+        .trades
+        .keys()
+        .chain(market.quotes.keys())
+        .cloned()
+        .collect();
+    let logs: Vec<String> = (0..3).map(|i| format!("once-{i}.log")).collect();
+    let mut members: Vec<_> = logs
+        .iter()
+        .map(|log| env.spawn("k2-sink", &["--once"], log))
+        .collect();
+    for (member, log) in members.iter_mut().zip(&logs) {
+        let status = wait_exit(&mut member.0, Duration::from_secs(240));
+        assert!(status.success(), "{log}: {status}\n{}", env.log(log));
+    }
+    assert_exactly_once(&trades_and_quotes(&env), &expected, "three --once members");
+}
+
+/// coreutils `timeout` delivers its SIGTERM to the child and again to the child's group:
+/// the two arrive together and count as one request, so the sink commits what is
+/// buffered and exits 0 (it used to take the second as "exit at once").
+#[test]
+fn a_signal_delivered_twice_together_still_commits_the_buffer() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(2, 1);
+    // Nothing is committed before the signal: limits far away.
+    env.var("K2_SINK__COMMIT__INTERVAL", "1h")
+        .var("K2_SINK__COMMIT__MAX_RECORDS", "10000000");
+    env.create_topics();
+    let rt = k2_tests::runtime();
+    let market = produce_market(&env, &rt, &Feed::new(), 1, 200);
+    let expected: BTreeSet<Key> = market
+        .trades
+        .keys()
+        .chain(market.quotes.keys())
+        .cloned()
+        .collect();
+    let log = env.dir.path().join("timeout.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "TERM", "12"])
+        .arg(k2_tests::bin("k2-sink"))
+        .arg("--config")
+        .arg(&env.config)
+        .env_remove("K2_STATE_DIR")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("timeout(1)");
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap();
+    // timeout exits 124 when it had to signal; the sink itself must have flushed.
+    assert_eq!(status.code(), Some(124), "{text}");
+    assert!(
+        !text.contains("second signal: exiting without flushing"),
+        "{text}"
+    );
+    assert_exactly_once(
+        &trades_and_quotes(&env),
+        &expected,
+        "after timeout's SIGTERM",
+    );
+}
+
+/// A metrics address another process holds is a configuration error at start, naming the
+/// key and the address (the sink used to log it and run unobserved).
+#[test]
+fn a_taken_metrics_address_refuses_to_start() {
+    ensure_services();
+    let mut env = TestEnv::new();
+    env.set_partitions(1, 1);
+    env.create_topics();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    env.var("K2_METRICS__ADDRESS", &address);
+    let out = env.run("k2-sink", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", k2_tests::stderr(&out));
+    let err = k2_tests::stderr(&out);
+    assert!(
+        err.contains(&format!("metrics.address: cannot listen on {address}"))
+            && err.contains("Address already in use"),
+        "{err}"
+    );
+}

@@ -26,6 +26,54 @@ pub fn diagnose(config: &ClientConfig) -> String {
     drain(&probe)
 }
 
+/// Whether the brokers in `config` answer, found out in seconds: a refused connection, a
+/// refused login or an untrusted certificate is an error at once (with librdkafka's reason)
+/// rather than after a request's whole timeout; a broker that merely answers slowly is left
+/// to the request's own timeout (`Ok`).
+pub fn refusal(config: &ClientConfig) -> Result<(), String> {
+    let Ok(probe) =
+        config.create_with_context::<_, BaseConsumer<BrokerContext>>(BrokerContext::default())
+    else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if probe
+            .fetch_metadata(None, Duration::from_millis(500))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        for _ in 0..1000 {
+            if probe.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        if let Some(reason) = probe.context().last_error()
+            && refused(&reason)
+        {
+            return Err(format!(" (the broker connection: {reason})"));
+        }
+    }
+    Ok(())
+}
+
+/// Reasons that mean the broker will not answer however long one waits.
+fn refused(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    [
+        "connection refused",
+        "authentication",
+        "sasl",
+        "ssl handshake",
+        "certificate",
+        "name or service not known",
+        "no address",
+    ]
+    .iter()
+    .any(|k| r.contains(k))
+}
+
 /// Serves the events a consumer holds (logs and errors go to its context), then explains.
 pub fn drain(consumer: &BaseConsumer<BrokerContext>) -> String {
     for _ in 0..1000 {

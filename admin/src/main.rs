@@ -130,7 +130,7 @@ fn main() -> ExitCode {
         .block_on(run(cli.command, &started.config, &topics_config))
     {
         Ok(code) => code,
-        Err(e) => PROGRAM.failure(&e),
+        Err(e) => PROGRAM.failed(e),
     }
 }
 

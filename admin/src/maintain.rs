@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use iceberg::{Catalog, TableIdent};
 use k2_common::config::K2Config;
 use k2_maintain::compact;
-use k2_maintain::expire::{self, Retention};
+use k2_maintain::expire;
 use k2_maintain::instrumentation::MaintenanceMetrics;
 use k2_maintain::orphans;
 use k2_maintain::progress::{Progress, Silent};
 use k2_table::commit::MetadataCommitter;
+use k2_table::retention;
 
 use crate::progress::CompactionBar;
 
@@ -44,7 +45,10 @@ pub async fn run(config: &K2Config, request: Request) -> anyhow::Result<ExitCode
     let tables = k2_maintain::tables(request.table.as_deref())
         .map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     let catalog = k2_common::catalog::connect(config).await?;
-    let committer = if matches!(request.step, MaintainStep::Compact | MaintainStep::All) {
+    let committer = if matches!(
+        request.step,
+        MaintainStep::Compact | MaintainStep::Expire | MaintainStep::All
+    ) {
         Some(MetadataCommitter::connect(config).await?)
     } else {
         None
@@ -66,10 +70,13 @@ pub async fn run(config: &K2Config, request: Request) -> anyhow::Result<ExitCode
         });
     };
     if let Some(addr) = config.metrics.address {
+        // A schedule that cannot be observed does not start.
+        let listener = k2_common::metrics::bind(addr).await?;
         let registry = m.metrics.registry();
         tokio::spawn(async move {
             let probe = Arc::new(k2_common::health::Serving);
-            if let Err(e) = k2_common::metrics::serve(registry, probe, Arc::new(|| {}), addr).await
+            if let Err(e) =
+                k2_common::metrics::serve_on(listener, registry, probe, Arc::new(|| {})).await
             {
                 tracing::error!(error = %e, %addr, "cannot serve metrics");
             }
@@ -135,9 +142,17 @@ impl Maintainer<'_> {
             }
             if matches!(step, MaintainStep::Expire | MaintainStep::All) {
                 let started = Instant::now();
-                let retention = Retention::new(policy, chrono::Utc::now());
-                let expired =
-                    expire::expire(self.catalog.as_ref(), ident, retention, dry_run).await;
+                let committer = self.committer.as_ref().expect("connected for expiry");
+                let expired = expire::expire(
+                    self.catalog.as_ref(),
+                    committer,
+                    ident,
+                    retention::Policy::new(policy),
+                    chrono::DateTime::from_timestamp_millis(k2_table::clock::now_ms())
+                        .unwrap_or_default(),
+                    dry_run,
+                )
+                .await;
                 ok &= self.report("expire", &table, started, expired, |d| {
                     self.metrics.expired(d)
                 });

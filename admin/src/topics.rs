@@ -236,7 +236,7 @@ impl fmt::Display for Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot reach the Kafka cluster at {servers}: {source}{explained}")]
+    #[error("cannot reach the Kafka cluster at {servers}{explained}")]
     Unreachable {
         servers: String,
         #[source]
@@ -244,7 +244,11 @@ pub enum AdminError {
         /// What the broker connection last failed with (a refused login, a certificate).
         explained: String,
     },
-    #[error("{operation} failed: {source}")]
+    /// The brokers refused the connection (or the login, or the certificate): said within
+    /// seconds.
+    #[error("cannot reach the Kafka cluster at {servers}{explained}")]
+    Refused { servers: String, explained: String },
+    #[error("{operation} failed")]
     Request {
         operation: String,
         #[source]
@@ -258,6 +262,12 @@ pub async fn inspect(
     config: &ClientConfig,
     names: &[String],
 ) -> Result<BTreeMap<String, ExistingTopic>, AdminError> {
+    if let Err(explained) = broker::refusal(config) {
+        return Err(AdminError::Refused {
+            servers: config.get("bootstrap.servers").unwrap_or("?").to_string(),
+            explained,
+        });
+    }
     let metadata = admin
         .inner()
         .fetch_metadata(None, TIMEOUT)

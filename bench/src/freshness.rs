@@ -5,7 +5,7 @@
 //! latency percentiles, the backlog (produced − committed) over time, and snapshots and
 //! files created per hour. RSS samples taken by bench/freshness are summarised too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -35,29 +35,67 @@ pub struct Args {
 }
 
 /// Per topic-partition: (next offset recorded, commit time µs), ascending.
-type Coverage = HashMap<(String, i32), Vec<(i64, i64)>>;
+pub(crate) type Coverage = HashMap<(String, i32), Vec<(i64, i64)>>;
 
-fn coverage(snapshots: &[k2_query::SnapshotInfo]) -> anyhow::Result<Coverage> {
+/// When each offset of each topic-partition was first covered by a snapshot.
+pub(crate) fn coverage(snapshots: &[k2_query::SnapshotInfo]) -> anyhow::Result<Coverage> {
     let mut out: Coverage = HashMap::new();
     for s in snapshots {
         let Some(json) = s.summary.get("k2.kafka-offsets") else {
             continue;
         };
-        let offsets: BTreeMap<String, BTreeMap<String, i64>> =
-            serde_json::from_str(json).context("k2.kafka-offsets")?;
-        for (topic, parts) in offsets {
-            for (p, next) in parts {
-                let entry = out.entry((topic.clone(), p.parse()?)).or_default();
-                if entry.last().is_none_or(|(n, _)| next > *n) {
-                    entry.push((next, s.committed_at.timestamp_micros()));
-                }
+        let offsets = k2_table::offsets::TableOffsets::from_json(json, || {
+            format!("snapshot {}", s.snapshot_id)
+        })
+        .context("k2.kafka-offsets")?;
+        for (tp, next) in offsets.iter() {
+            let entry = out.entry((tp.topic.clone(), tp.partition)).or_default();
+            if entry.last().is_none_or(|(n, _)| next > *n) {
+                entry.push((next, s.committed_at.timestamp_micros()));
             }
         }
     }
     Ok(out)
 }
 
-fn percentile(sorted: &[i64], p: f64) -> f64 {
+/// (produce time, commit time) in µs of up to `sample` records of `table` produced since
+/// `since_us`: the commit time is that of the first snapshot whose offsets cover the record
+/// (records `cover` knows no snapshot for are left out).
+pub(crate) fn sampled_commits(
+    session: &k2_query::Session,
+    table: &str,
+    since_us: i64,
+    sample: usize,
+    cover: &Coverage,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let batches = session.sql(
+        &format!(
+            "SELECT kafka_topic, kafka_partition, kafka_offset, epoch_us(exchange_timestamp)
+             FROM {table} WHERE exchange_timestamp >= make_timestamptz(?::BIGINT)
+             USING SAMPLE {sample} ROWS"
+        ),
+        &[&since_us],
+    )?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let topic = b.column(0).as_string::<i32>();
+        let partition = b.column(1).as_primitive::<Int32Type>();
+        let offset = b.column(2).as_primitive::<Int64Type>();
+        let ts = b.column(3).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let key = (topic.value(i).to_string(), partition.value(i));
+            let Some(c) = cover.get(&key) else { continue };
+            let at = c.partition_point(|(next, _)| *next <= offset.value(i));
+            if let Some((_, commit)) = c.get(at) {
+                out.push((ts.value(i), *commit));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `p` quantile of sorted microseconds, in seconds.
+pub(crate) fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -91,30 +129,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             last_commit = last_commit.max(s.committed_at.timestamp_micros());
         }
         let cover = coverage(&snapshots)?;
-        let batches = session.sql(
-            &format!(
-                "SELECT kafka_topic, kafka_partition, kafka_offset, epoch_us(exchange_timestamp)
-                 FROM {table} WHERE exchange_timestamp >= make_timestamptz(?::BIGINT)
-                 USING SAMPLE {} ROWS",
-                args.sample
-            ),
-            &[&since],
-        )?;
-        for b in &batches {
-            let topic = b.column(0).as_string::<i32>();
-            let partition = b.column(1).as_primitive::<Int32Type>();
-            let offset = b.column(2).as_primitive::<Int64Type>();
-            let ts = b.column(3).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                let key = (topic.value(i).to_string(), partition.value(i));
-                let Some(c) = cover.get(&key) else { continue };
-                let at = c.partition_point(|(next, _)| *next <= offset.value(i));
-                if let Some((_, commit)) = c.get(at) {
-                    latencies.push(commit - ts.value(i));
-                    produced.push(ts.value(i));
-                    committed.push(*commit);
-                }
-            }
+        for (produced_at, committed_at) in
+            sampled_commits(&session, table, since, args.sample, &cover)?
+        {
+            latencies.push(committed_at - produced_at);
+            produced.push(produced_at);
+            committed.push(committed_at);
         }
     }
     anyhow::ensure!(

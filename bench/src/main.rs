@@ -12,6 +12,7 @@ mod measure;
 mod pipeline;
 mod query;
 mod query_python;
+mod soak;
 mod table_costs;
 mod usage;
 
@@ -44,6 +45,8 @@ enum Command {
     TableCosts(table_costs::Args),
     /// Commit and query costs as a table's history grows to tens of thousands of commits.
     History(history::Args),
+    /// A sink left running with a steady feed and scheduled maintenance, window by window.
+    Soak(soak::Args),
 }
 
 /// The async runtime the measuring programs drive the catalog and DuckDB sessions with (two
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::Layout(a) => layout::run(a),
         Command::TableCosts(a) => table_costs::run(a),
         Command::History(a) => history::run(a),
+        Command::Soak(a) => soak::run(a),
     }
 }
 

@@ -18,6 +18,7 @@ use iceberg::Catalog;
 
 use k2_common::topic::DataType;
 use k2_sink::commit::Committer;
+use k2_table::commit::MetadataCommitter;
 use k2_table::layout::table_ident;
 
 use crate::jobs::{Generator, Pipeline, Records, config_in};
@@ -67,7 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("catalog")?;
     let (mut stages, metrics) = Pipeline::new(&catalog, &rt)?;
     let writer_id = format!("k2-bench-{}", std::process::id());
-    let committer = Committer::new(catalog.clone(), "k2-bench", &writer_id, metrics);
+    let target = rt.block_on(MetadataCommitter::connect(&config))?;
+    let committer = Committer::new(catalog.clone(), target, "k2-bench", &writer_id, metrics);
     let span = args.records as i64 * args.spacing_micros;
     let mut generator = Generator::new(
         args.symbols,

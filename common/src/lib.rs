@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod records;
 pub mod registry;
+pub mod report;
 pub mod retry;
 pub mod schema;
 pub mod startup;

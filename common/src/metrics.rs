@@ -97,7 +97,37 @@ pub async fn serve(
     on_scrape: OnScrape,
     addr: SocketAddr,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await.map_err(|e| e.source)?;
+    serve_on(listener, registry, probe, on_scrape).await
+}
+
+/// The metrics endpoint's address could not be bound: a configuration error (another
+/// process listens there), reported before the program starts its work.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "metrics.address: cannot listen on {address} (set metrics.address, or K2_METRICS__ADDRESS, to a free address; 127.0.0.1:0 picks one)"
+)]
+pub struct BindError {
+    pub address: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the metrics endpoint's address, so a program refuses to start without it rather
+/// than run unobserved.
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| BindError { address, source })
+}
+
+/// [`serve`] on an already bound listener.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    probe: Arc<dyn Probe>,
+    on_scrape: OnScrape,
+) -> std::io::Result<()> {
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "metrics endpoint listening");
     let answer = |r: Result<(), String>| match r {

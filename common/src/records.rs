@@ -361,6 +361,30 @@ impl WireEncoder {
         self.schema_id
     }
 
+    /// Appends the Confluent-framed Avro bytes of `record` to `out`, serialising it straight
+    /// from the struct with apache-avro's schema-aware serializer: no `Value` tree and no
+    /// allocation per record (what lets `k2-feed` drive the sink at hundreds of thousands
+    /// of records a second). The same bytes as [`Self::encode`] of its `to_avro()`.
+    pub fn encode_into(&self, record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.push(0);
+        out.extend_from_slice(&self.schema_id.to_be_bytes());
+        let written = match record {
+            Record::Trade(t) => {
+                apache_avro::write_avro_datum_ref(&self.schema, &TradeWire::of(t), out)
+            }
+            Record::Quote(q) => {
+                apache_avro::write_avro_datum_ref(&self.schema, &QuoteWire::of(q), out)
+            }
+            Record::Reference(r) => {
+                apache_avro::write_avro_datum_ref(&self.schema, &ReferenceWire::of(r), out)
+            }
+        };
+        written.map(|_| ()).map_err(|e| EncodeError {
+            data_type: self.data_type.as_str(),
+            message: e.to_string(),
+        })
+    }
+
     /// Confluent-framed Avro bytes of `value`, which must fit the encoder's schema.
     pub fn encode(&self, value: Value) -> Result<Vec<u8>, EncodeError> {
         let body = apache_avro::to_avro_datum(&self.schema, value).map_err(|e| EncodeError {
@@ -372,6 +396,191 @@ impl WireEncoder {
         out.extend_from_slice(&self.schema_id.to_be_bytes());
         out.extend_from_slice(&body);
         Ok(out)
+    }
+}
+
+/// A typed record to encode with [`WireEncoder::encode_into`].
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    Trade(&'a Trade),
+    Quote(&'a Quote),
+    Reference(&'a ReferenceData),
+}
+
+/// A decimal's minimal big-endian two's complement (as the Avro spec writes decimals),
+/// without allocating.
+#[derive(Clone, Copy)]
+struct DecimalBytes {
+    bytes: [u8; 16],
+    start: usize,
+}
+
+impl DecimalBytes {
+    fn of(d: Dec8) -> Self {
+        let bytes = d.0.to_be_bytes();
+        let negative = d.0 < 0;
+        let start = bytes
+            .windows(2)
+            .take_while(|w| {
+                (w[0] == 0 && !negative && w[1] & 0x80 == 0)
+                    || (w[0] == 0xff && negative && w[1] & 0x80 != 0)
+            })
+            .count();
+        DecimalBytes { bytes, start }
+    }
+}
+
+impl serde::Serialize for DecimalBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.bytes[self.start..])
+    }
+}
+
+impl serde::Serialize for Side {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (i, name) = match self {
+            Side::Buy => (0, "BUY"),
+            Side::Sell => (1, "SELL"),
+            Side::Unknown => (2, "UNKNOWN"),
+        };
+        s.serialize_unit_variant("TradeSide", i, name)
+    }
+}
+
+// The wire views below borrow a record in the shape of its Avro schema: fields in schema
+// order (the schema-aware serializer writes them as they come), strings borrowed,
+// decimals as bytes on the stack.
+
+#[derive(serde::Serialize)]
+struct TradeWire<'a> {
+    symbol: &'a str,
+    company_id: Option<i64>,
+    exchange: &'a str,
+    asset_class: &'a str,
+    exchange_timestamp: i64,
+    price: DecimalBytes,
+    quantity: DecimalBytes,
+    side: Option<Side>,
+    qualifiers: Option<&'a str>,
+    venue: Option<&'a str>,
+    sequence_number: i64,
+    ingestion_timestamp: i64,
+    isin: Option<&'a str>,
+    contract_type: Option<&'a str>,
+    settlement_currency: Option<&'a str>,
+    funding_rate: Option<DecimalBytes>,
+}
+
+impl<'a> TradeWire<'a> {
+    fn of(t: &'a Trade) -> Self {
+        let e = &t.envelope;
+        TradeWire {
+            symbol: &e.symbol,
+            company_id: e.company_id,
+            exchange: &e.exchange,
+            asset_class: &e.asset_class,
+            exchange_timestamp: e.exchange_timestamp,
+            price: DecimalBytes::of(t.price),
+            quantity: DecimalBytes::of(t.quantity),
+            side: t.side,
+            qualifiers: t.qualifiers.as_deref(),
+            venue: t.venue.as_deref(),
+            sequence_number: e.sequence_number,
+            ingestion_timestamp: e.ingestion_timestamp,
+            isin: e.isin.as_deref(),
+            contract_type: e.contract_type.as_deref(),
+            settlement_currency: e.settlement_currency.as_deref(),
+            funding_rate: e.funding_rate.map(DecimalBytes::of),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct QuoteWire<'a> {
+    symbol: &'a str,
+    company_id: Option<i64>,
+    exchange: &'a str,
+    asset_class: &'a str,
+    exchange_timestamp: i64,
+    bid_price: Option<DecimalBytes>,
+    ask_price: Option<DecimalBytes>,
+    bid_size: DecimalBytes,
+    ask_size: DecimalBytes,
+    venue: Option<&'a str>,
+    sequence_number: i64,
+    ingestion_timestamp: i64,
+    isin: Option<&'a str>,
+    contract_type: Option<&'a str>,
+    settlement_currency: Option<&'a str>,
+    funding_rate: Option<DecimalBytes>,
+}
+
+impl<'a> QuoteWire<'a> {
+    fn of(q: &'a Quote) -> Self {
+        let e = &q.envelope;
+        QuoteWire {
+            symbol: &e.symbol,
+            company_id: e.company_id,
+            exchange: &e.exchange,
+            asset_class: &e.asset_class,
+            exchange_timestamp: e.exchange_timestamp,
+            bid_price: q.bid_price.map(DecimalBytes::of),
+            ask_price: q.ask_price.map(DecimalBytes::of),
+            bid_size: DecimalBytes::of(q.bid_size),
+            ask_size: DecimalBytes::of(q.ask_size),
+            venue: q.venue.as_deref(),
+            sequence_number: e.sequence_number,
+            ingestion_timestamp: e.ingestion_timestamp,
+            isin: e.isin.as_deref(),
+            contract_type: e.contract_type.as_deref(),
+            settlement_currency: e.settlement_currency.as_deref(),
+            funding_rate: e.funding_rate.map(DecimalBytes::of),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ReferenceWire<'a> {
+    symbol: &'a str,
+    company_id: Option<i64>,
+    exchange: &'a str,
+    asset_class: &'a str,
+    exchange_timestamp: i64,
+    name: &'a str,
+    isin: Option<&'a str>,
+    currency: Option<&'a str>,
+    base_asset: Option<&'a str>,
+    quote_asset: Option<&'a str>,
+    tick_size: Option<DecimalBytes>,
+    lot_size: Option<DecimalBytes>,
+    listing_date: Option<i32>,
+    delisting_date: Option<i32>,
+    contract_type: Option<&'a str>,
+    settlement_currency: Option<&'a str>,
+    ingestion_timestamp: i64,
+}
+
+impl<'a> ReferenceWire<'a> {
+    fn of(r: &'a ReferenceData) -> Self {
+        ReferenceWire {
+            symbol: &r.symbol,
+            company_id: r.company_id,
+            exchange: &r.exchange,
+            asset_class: &r.asset_class,
+            exchange_timestamp: r.exchange_timestamp,
+            name: &r.name,
+            isin: r.isin.as_deref(),
+            currency: r.currency.as_deref(),
+            base_asset: r.base_asset.as_deref(),
+            quote_asset: r.quote_asset.as_deref(),
+            tick_size: r.tick_size.map(DecimalBytes::of),
+            lot_size: r.lot_size.map(DecimalBytes::of),
+            listing_date: r.listing_date,
+            delisting_date: r.delisting_date,
+            contract_type: r.contract_type.as_deref(),
+            settlement_currency: r.settlement_currency.as_deref(),
+            ingestion_timestamp: r.ingestion_timestamp,
+        }
     }
 }
 
@@ -440,5 +649,84 @@ mod tests {
             .encode(t.to_avro())
             .unwrap();
         assert_eq!(&bytes[..5], &[0, 0, 0, 0, 1]);
+    }
+
+    /// The direct encoder writes exactly the generic encoder's bytes, for every field shape:
+    /// nulls and values in every union, negative and multi-byte decimals, every side.
+    #[test]
+    fn direct_encoding_is_byte_for_byte_the_generic_one() {
+        let envelope = |with_options: bool| Envelope {
+            symbol: "BTCUSDT".into(),
+            company_id: with_options.then_some(-12_345),
+            exchange: "binance".into(),
+            asset_class: "crypto".into(),
+            exchange_timestamp: 1_765_065_600_123_456,
+            sequence_number: i64::MAX - 3,
+            ingestion_timestamp: -1,
+            isin: with_options.then(|| "AU000000BHP4".into()),
+            contract_type: with_options.then(|| "perpetual".into()),
+            settlement_currency: with_options.then(|| "USDT".into()),
+            funding_rate: with_options.then_some(Dec8(-129)),
+        };
+        let decimals = [
+            Dec8(0),
+            Dec8(127),
+            Dec8(128),
+            Dec8(-1),
+            Dec8(-129),
+            Dec8::new(60_123, 45_678_901),
+            Dec8(i128::from(i64::MAX) * 1_000),
+        ];
+        let mut out = Vec::new();
+        let mut check = |dt: DataType, record: Record<'_>, value: Value| {
+            let encoder = WireEncoder::new(dt, 42);
+            out.clear();
+            encoder.encode_into(&record, &mut out).unwrap();
+            assert_eq!(out, encoder.encode(value).unwrap(), "{record:?}");
+        };
+        for (i, with) in [true, false].into_iter().enumerate() {
+            for (j, d) in decimals.iter().enumerate() {
+                let side =
+                    [Some(Side::Buy), Some(Side::Sell), Some(Side::Unknown), None][(i + j) % 4];
+                let t = Trade {
+                    envelope: envelope(with),
+                    price: *d,
+                    quantity: decimals[(j + 1) % decimals.len()],
+                    side,
+                    qualifiers: with.then(|| "XT".into()),
+                    venue: with.then(|| "CXA".into()),
+                };
+                check(DataType::Trades, Record::Trade(&t), t.to_avro());
+                let q = Quote {
+                    envelope: envelope(with),
+                    bid_price: with.then_some(*d),
+                    ask_price: (!with).then_some(*d),
+                    bid_size: *d,
+                    ask_size: decimals[(j + 2) % decimals.len()],
+                    venue: with.then(|| "CXA".into()),
+                };
+                check(DataType::Quotes, Record::Quote(&q), q.to_avro());
+                let r = ReferenceData {
+                    symbol: "BHP".into(),
+                    company_id: with.then_some(7),
+                    exchange: "asx".into(),
+                    asset_class: "equities".into(),
+                    exchange_timestamp: 1,
+                    name: "BHP Group".into(),
+                    isin: with.then(|| "AU000000BHP4".into()),
+                    currency: with.then(|| "AUD".into()),
+                    base_asset: None,
+                    quote_asset: with.then(|| "AUD".into()),
+                    tick_size: with.then_some(*d),
+                    lot_size: (!with).then_some(*d),
+                    listing_date: with.then_some(-3),
+                    delisting_date: with.then_some(20_000),
+                    contract_type: None,
+                    settlement_currency: with.then(|| "AUD".into()),
+                    ingestion_timestamp: 2,
+                };
+                check(DataType::ReferenceData, Record::Reference(&r), r.to_avro());
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("schema registry at {url} unreachable: {source}")]
+    #[error("schema registry at {url} unreachable")]
     Unreachable {
         url: String,
         #[source]
@@ -24,7 +24,7 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
-    #[error("schema registry {url} sent an unexpected body: {source}")]
+    #[error("schema registry {url} sent an unexpected body")]
     Body {
         url: String,
         #[source]

@@ -237,6 +237,20 @@ fn errors_name_file_key_and_expectation() {
         "maintenance.min_snapshots",
         "expected at least 1",
     );
+    // A window shorter than the commit interval would expire each snapshot before the next.
+    assert_error(
+        "[sink.commit]\ninterval = \"1m\"\n[maintenance]\nsnapshot_retention = \"30s\"\n",
+        &[],
+        "maintenance.snapshot_retention",
+        "expected a window at least as long as sink.commit.interval (1m)",
+    );
+    // End-of-day tags outlive the window they stand in for.
+    assert_error(
+        "[maintenance]\nsnapshot_retention = \"2days\"\ntag_max_age = \"1day\"\n",
+        &[],
+        "maintenance.tag_max_age",
+        "expected at least maintenance.snapshot_retention (2days)",
+    );
     assert_error(
         "[maintenance]\norphan_min_age = \"1s\"\n",
         &[],

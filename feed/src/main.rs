@@ -139,8 +139,8 @@ fn main() -> ExitCode {
         .block_on(run(cli.command, &started.config, &topics))
     {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Usage>().is_some() => PROGRAM.usage(&e),
-        Err(e) => PROGRAM.failure(&e),
+        Err(e) if e.downcast_ref::<Usage>().is_some() => PROGRAM.misused(e),
+        Err(e) => PROGRAM.failed(e),
     }
 }
 

@@ -1,17 +1,23 @@
 //! Sending: encode events in the Confluent wire format for their topic, produce them with
 //! an idempotent `acks=all` producer, pace them, and report progress.
+//!
+//! The hot path allocates nothing per record: events are encoded straight from their
+//! structs into one reused buffer (`WireEncoder::encode_into`), librdkafka copies it, and
+//! acknowledgements are counted by the producer's delivery callback (on librdkafka's own
+//! polling thread) rather than awaited one future per record.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use k2_common::records::WireEncoder;
+use k2_common::records::{Record, WireEncoder};
 use k2_common::topic::{DataType, TopicName};
 
 use crate::event::Event;
@@ -68,12 +74,49 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Acknowledgements, as librdkafka's delivery callbacks report them.
+#[derive(Default)]
+struct Deliveries {
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    /// The first failure, to report.
+    first_error: Mutex<Option<KafkaError>>,
+}
+
+struct FeedContext(Arc<Deliveries>);
+
+impl ClientContext for FeedContext {}
+
+impl ProducerContext for FeedContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                self.0
+                    .first_error
+                    .lock()
+                    .expect("deliveries lock")
+                    .get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+}
+
 pub struct Sender {
-    producer: FutureProducer,
-    encoders: HashMap<DataType, WireEncoder>,
-    topics: HashMap<(DataType, String), String>,
-    in_flight: FuturesUnordered<DeliveryFuture>,
-    window: usize,
+    producer: ThreadedProducer<FeedContext>,
+    deliveries: Arc<Deliveries>,
+    encoders: BTreeMap<DataType, WireEncoder>,
+    /// (data type, exchange, topic, records sent to it).
+    topics: Vec<(DataType, String, String, u64)>,
+    /// The encoded value of the record being sent (reused).
+    buffer: Vec<u8>,
+    /// Records handed to librdkafka not yet acknowledged may be at most this many.
+    window: u64,
     summary: Summary,
     progress: Progress,
 }
@@ -94,129 +137,156 @@ impl Sender {
         }
         // Never duplicated or reordered by retries.
         cc.set("enable.idempotence", "true").set("acks", "all");
-        let producer: FutureProducer = cc.create()?;
+        let deliveries = Arc::new(Deliveries::default());
+        let producer = cc.create_with_context(FeedContext(deliveries.clone()))?;
         let encoders = ids
             .iter()
             .map(|(dt, id)| (*dt, WireEncoder::new(*dt, *id)))
             .collect();
         let topics = topics
             .iter()
-            .map(|t| ((t.data_type(), t.exchange().to_string()), t.to_string()))
+            .map(|t| (t.data_type(), t.exchange().to_string(), t.to_string(), 0))
             .collect();
         Ok(Sender {
             producer,
+            deliveries,
             encoders,
             topics,
-            in_flight: FuturesUnordered::new(),
-            window: 50_000,
+            buffer: Vec::with_capacity(512),
+            window: 200_000,
             summary: Summary::default(),
             progress: Progress::new(expected),
         })
     }
 
-    fn topic(&self, e: &Event) -> Result<&str, SendError> {
+    fn topic(&self, e: &Event) -> Result<usize, SendError> {
+        let (dt, exchange) = (e.data_type(), e.exchange());
         self.topics
-            .get(&(e.data_type(), e.exchange().to_string()))
-            .map(String::as_str)
+            .iter()
+            .position(|(d, x, _, _)| *d == dt && x == exchange)
             .ok_or_else(|| SendError::NoTopic {
-                data_type: e.data_type().as_str(),
-                exchange: e.exchange().to_string(),
+                data_type: dt.as_str(),
+                exchange: exchange.to_string(),
                 asset_class: e.asset_class().to_string(),
             })
     }
 
-    fn encode(&self, e: Event) -> Result<(Vec<u8>, Option<Vec<u8>>), SendError> {
-        let dt = e.data_type();
-        let encoder = &self.encoders[&dt];
-        Ok(match e {
-            Event::Trade(t) => (
-                t.envelope.symbol.clone().into_bytes(),
-                Some(encoder.encode(t.to_avro())?),
-            ),
-            Event::Quote(q) => (
-                q.envelope.symbol.clone().into_bytes(),
-                Some(encoder.encode(q.to_avro())?),
-            ),
-            Event::Reference(r) => (
-                r.symbol.clone().into_bytes(),
-                Some(encoder.encode(r.to_avro())?),
-            ),
+    /// The record's key, and its value encoded into the reused buffer (`None`: a record
+    /// without a value).
+    fn encode<'e>(&mut self, e: &'e Event) -> Result<(&'e [u8], bool), SendError> {
+        let encoder = &self.encoders[&e.data_type()];
+        self.buffer.clear();
+        let record = match e {
+            Event::Trade(t) => Record::Trade(t),
+            Event::Quote(q) => Record::Quote(q),
+            Event::Reference(r) => Record::Reference(r),
             Event::Raw {
-                key,
-                mut value,
-                kind,
-                ..
+                key, value, kind, ..
             } => {
+                let Some(v) = value else {
+                    return Ok((key, false));
+                };
+                self.buffer.extend_from_slice(v);
                 // Poison built with the local ids; frame it with this run's real id unless
                 // the id itself is the fault.
-                if let Some(v) = value.as_mut()
-                    && v.len() >= 5
-                    && kind != "unknown_schema_id"
-                    && kind != "bad_magic_byte"
+                if self.buffer.len() >= 5
+                    && *kind != "unknown_schema_id"
+                    && *kind != "bad_magic_byte"
                 {
-                    v[1..5].copy_from_slice(&encoder.schema_id().to_be_bytes());
+                    self.buffer[1..5].copy_from_slice(&encoder.schema_id().to_be_bytes());
                 }
-                (key, value)
+                return Ok((key, true));
             }
-        })
+        };
+        encoder.encode_into(&record, &mut self.buffer)?;
+        Ok((e.symbol().as_bytes(), true))
+    }
+
+    fn failed(&self) -> Option<SendError> {
+        if self.deliveries.failed.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let e = self
+            .deliveries
+            .first_error
+            .lock()
+            .expect("deliveries lock")
+            .clone()
+            .unwrap_or(KafkaError::Canceled);
+        Some(e.into())
+    }
+
+    fn unacknowledged(&self) -> u64 {
+        self.summary.records
+            - self.deliveries.acknowledged.load(Ordering::Relaxed)
+            - self.deliveries.failed.load(Ordering::Relaxed)
     }
 
     /// Produces one event; waits for acknowledgements when too many are in flight.
     pub async fn send(&mut self, e: Event) -> Result<(), SendError> {
-        let topic = self.topic(&e)?.to_string();
-        let (key, value) = self.encode(e)?;
-        self.summary.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
-        *self.summary.per_topic.entry(topic.clone()).or_default() += 1;
-        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).key(&key);
-        if let Some(v) = &value {
-            record = record.payload(v);
+        if let Some(err) = self.failed() {
+            return Err(err);
+        }
+        let topic = self.topic(&e)?;
+        let (key, has_value) = self.encode(&e)?;
+        let value_len = if has_value { self.buffer.len() } else { 0 };
+        self.summary.bytes += (key.len() + value_len) as u64;
+        let name = &self.topics[topic].2;
+        let mut record = BaseRecord::<[u8], [u8]>::to(name).key(key);
+        if has_value {
+            record = record.payload(&self.buffer);
         }
         loop {
-            match self.producer.send_result(record) {
-                Ok(f) => {
-                    self.in_flight.push(f);
-                    break;
-                }
+            match self.producer.send(record) {
+                Ok(()) => break,
                 Err((
                     KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     back,
                 )) => {
                     record = back;
-                    self.settle_one().await?;
-                    if self.in_flight.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
+                    // librdkafka's own thread delivers; give it a moment.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Err((e, _)) => return Err(e.into()),
             }
         }
+        self.topics[topic].3 += 1;
         self.summary.records += 1;
-        while self.in_flight.len() >= self.window {
-            self.settle_one().await?;
+        while self.unacknowledged() >= self.window {
+            if let Some(err) = self.failed() {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.progress
             .update(self.summary.records, self.summary.bytes);
         Ok(())
     }
 
-    async fn settle_one(&mut self) -> Result<(), SendError> {
-        if let Some(r) = self.in_flight.next().await {
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => return Err(KafkaError::Canceled.into()),
-            }
-        }
-        Ok(())
-    }
-
     /// Waits for every acknowledgement and returns the totals.
     pub async fn finish(mut self, started: Instant) -> Result<Summary, SendError> {
-        while !self.in_flight.is_empty() {
-            self.settle_one().await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.unacknowledged() > 0 && Instant::now() < deadline {
+            let _ = self.producer.flush(Duration::from_millis(100));
+            if let Some(err) = self.failed() {
+                return Err(err);
+            }
         }
-        let _ = self.producer.flush(Duration::from_secs(30));
+        if let Some(err) = self.failed() {
+            return Err(err);
+        }
+        if self.unacknowledged() > 0 {
+            return Err(
+                KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::MessageTimedOut).into(),
+            );
+        }
         self.summary.seconds = started.elapsed().as_secs_f64();
+        self.summary.per_topic = self
+            .topics
+            .iter()
+            .filter(|t| t.3 > 0)
+            .map(|t| (t.2.clone(), t.3))
+            .collect();
         self.progress.finish();
         Ok(self.summary)
     }

@@ -322,7 +322,7 @@ impl Run<'_> {
             };
             k2_table::fail_point!("compact-after-stage");
             let snapshot_id = staged.snapshot_id;
-            match committer.commit(catalog, ident, staged).await {
+            match committer.commit_to(catalog, ident, staged).await {
                 Ok(()) => return Ok(Some(added)),
                 Err(CommitError::Conflict) => {
                     tracing::info!(table = %name, attempt, "compaction conflicted with another commit; staging again");
@@ -336,7 +336,10 @@ impl Run<'_> {
                 Err(e) => {
                     return Err(MaintainError::Table {
                         table: name,
-                        message: format!("committing the compaction: {e}"),
+                        message: format!(
+                            "committing the compaction: {}",
+                            k2_common::report::chain(&e)
+                        ),
                     });
                 }
             }
@@ -357,7 +360,7 @@ fn catalog_error(table: &str, what: &'static str, e: iceberg::Error) -> Maintain
     MaintainError::Catalog {
         table: table.to_string(),
         what,
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }
 

@@ -21,19 +21,19 @@ use k2_common::data_type::TABLES;
 /// Why a maintenance step on a table failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MaintainError {
-    #[error("{table}: {what}: {source}")]
+    // Iceberg's and object_store's errors print their own causes: part of the message,
+    // not sources (a chain would print them twice).
+    #[error("{table}: {what}: {error}")]
     Catalog {
         table: String,
         what: &'static str,
-        #[source]
-        source: Box<iceberg::Error>,
+        error: Box<iceberg::Error>,
     },
-    #[error("{table}: {what}: {source}")]
+    #[error("{table}: {what}: {error}")]
     Storage {
         table: String,
         what: String,
-        #[source]
-        source: Box<object_store::Error>,
+        error: Box<object_store::Error>,
     },
     #[error("{table}: {message}")]
     Table { table: String, message: String },

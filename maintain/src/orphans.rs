@@ -190,7 +190,7 @@ fn storage(table: &str, what: String, e: object_store::Error) -> MaintainError {
     MaintainError::Storage {
         table: table.to_string(),
         what,
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }
 

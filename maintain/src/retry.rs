@@ -35,7 +35,7 @@ where
                 return Err(MaintainError::Catalog {
                     table: table.to_string(),
                     what,
-                    source: Box::new(e),
+                    error: Box::new(e),
                 });
             }
         }

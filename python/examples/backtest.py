@@ -35,7 +35,8 @@ def main() -> None:
     p.add_argument("--config", default="config/k2.toml")
     p.add_argument("--symbol", required=True)
     p.add_argument("--exchange", required=True)
-    p.add_argument("--as-of", help="the instant to read the lakehouse at (default: now, printed)")
+    p.add_argument("--as-of", help="the instant or tag (eod-2026-12-07) to read the lakehouse at "
+                   "(default: now, printed)")
     p.add_argument("--fast", type=int, default=5)
     p.add_argument("--slow", type=int, default=20)
     args = p.parse_args()
@@ -43,8 +44,9 @@ def main() -> None:
     as_of = args.as_of or datetime.datetime.now(datetime.timezone.utc).isoformat()
     lake = k2.Lakehouse.open(args.config)
     with lake.session(as_of=as_of) as s:
+        # The instant the pin stands for (for an end-of-day tag, the midnight ending it).
         bars = s.ohlcv(args.symbol, exchange=args.exchange, interval="1m",
-                       start="1990-01-01T00:00:00Z", end=as_of).to_pandas()
+                       start="1990-01-01T00:00:00Z", end=s.instant).to_pandas()
         pinned = s.pinned
     # Exact decimal closes as integer units of 1e-8.
     closes = pd.Series([int(c.scaleb(8)) for c in bars["close"]], dtype="int64")

@@ -58,6 +58,12 @@ class Session:
     @property
     def as_of(self) -> Optional[datetime.datetime]: ...
     @property
+    def instant(self) -> Optional[datetime.datetime]:
+        """The instant the pin stands for (an end-of-day tag: the midnight ending its day)."""
+    @property
+    def tag(self) -> Optional[str]:
+        """The tag the session was opened at (as_of="eod-2026-12-07"), else None."""
+    @property
     def tables(self) -> list[str]: ...
     def sql(self, query: str, params: Optional[Sequence[Any]] = None) -> Result: ...
     def ohlcv(
@@ -94,9 +100,11 @@ class Lakehouse:
     def open(config: Union[str, "os.PathLike[str]", Mapping[str, Any]]) -> "Lakehouse": ...
     def session(
         self,
-        as_of: Optional[Instant] = None,
+        as_of: Optional[Union[Instant, str]] = None,
         snapshots: Optional[Mapping[str, Optional[int]]] = None,
-    ) -> Session: ...
+    ) -> Session:
+        """as_of: an instant, or a tag name such as "eod-2026-12-07" (the end of that UTC
+        day, which reproduces after the ordinary snapshots have expired)."""
     def tables(self) -> list[str]: ...
     def snapshots(self, table: str) -> list[dict[str, Any]]: ...
     @property

@@ -29,7 +29,8 @@ pyo3::create_exception!(
     QueryError,
     K2Error,
     "A question K2 cannot answer as asked: bad SQL, a statement that writes, an unknown \
-     table, exchange, symbol or interval, an empty range, an instant before the first snapshot."
+     table, exchange, symbol, interval or tag, an empty range, an instant before the first \
+     snapshot or whose snapshots have expired."
 );
 
 pub fn query(e: Query) -> PyErr {
@@ -38,6 +39,8 @@ pub fn query(e: Query) -> PyErr {
         Query::UnknownTable(_)
         | Query::BeforeFirstSnapshot { .. }
         | Query::UnknownSnapshot { .. }
+        | Query::UnknownTag { .. }
+        | Query::Expired { .. }
         | Query::Sql(_)
         | Query::ReadOnly(_)
         | Query::Invalid(_) => QueryError::new_err(e.to_string()),
@@ -46,6 +49,11 @@ pub fn query(e: Query) -> PyErr {
 
 pub fn config(e: impl std::fmt::Display) -> PyErr {
     ConfigError::new_err(e.to_string())
+}
+
+/// A configuration error, with each of its causes once.
+pub fn config_error(e: impl std::error::Error + 'static) -> PyErr {
+    ConfigError::new_err(k2_common::report::chain(&e))
 }
 
 /// A caller's argument K2 cannot use (the message says what was expected).

@@ -40,8 +40,9 @@ fn load_config(config: &Bound<'_, PyAny>) -> PyResult<(K2Config, String)> {
                  booleans; no None): {e}"
             ))
         })?;
-        let text = toml::to_string(&table).map_err(errors::config)?;
-        let config = K2Config::from_toml(&text, Path::new(DICT_ORIGIN)).map_err(errors::config)?;
+        let text = toml::to_string(&table).map_err(errors::config_error)?;
+        let config =
+            K2Config::from_toml(&text, Path::new(DICT_ORIGIN)).map_err(errors::config_error)?;
         return Ok((config, DICT_ORIGIN.to_string()));
     }
     let path: PathBuf = config.extract().map_err(|_| {
@@ -51,7 +52,7 @@ fn load_config(config: &Bound<'_, PyAny>) -> PyResult<(K2Config, String)> {
             values::type_name(config)
         ))
     })?;
-    let loaded = K2Config::load(&path).map_err(errors::config)?;
+    let loaded = K2Config::load(&path).map_err(errors::config_error)?;
     Ok((loaded, path.display().to_string()))
 }
 

@@ -300,11 +300,27 @@ impl PySession {
         Ok(d)
     }
 
-    /// The instant the session was opened at (`as_of=`), else `None`.
+    /// The instant the session was opened at (`as_of=` an instant), else `None`.
     #[getter]
     fn as_of(&self) -> PyResult<Option<DateTime<Utc>>> {
         self.read(|s| match &s.pinned().pin {
             Pin::AsOf(at) => Some(*at),
+            _ => None,
+        })
+    }
+
+    /// The instant the session reads the lakehouse at, when its pin names one (`as_of=` an
+    /// instant, or an end-of-day tag: the midnight ending its day), else `None`.
+    #[getter]
+    fn instant(&self) -> PyResult<Option<DateTime<Utc>>> {
+        self.read(|s| s.pinned().pin.instant())
+    }
+
+    /// The tag the session was opened at (`as_of="eod-2026-12-07"`), else `None`.
+    #[getter]
+    fn tag(&self) -> PyResult<Option<String>> {
+        self.read(|s| match &s.pinned().pin {
+            Pin::Tag(t) => Some(t.clone()),
             _ => None,
         })
     }
@@ -362,6 +378,7 @@ pub fn snapshot_dicts<'py>(
         d.set_item("operation", s.operation)?;
         d.set_item("added_records", s.added_records)?;
         d.set_item("summary", s.summary)?;
+        d.set_item("refs", s.refs)?;
         list.append(d)?;
     }
     Ok(list)

@@ -34,8 +34,9 @@ pub fn instant(v: &Bound<'_, PyAny>, what: &str) -> PyResult<DateTime<Utc>> {
     )))
 }
 
-/// The instant a session reads: `as_of` (an instant, or `None`/"latest"/"now" for each
-/// table's current snapshot) or explicit `snapshots` per table.
+/// The instant a session reads: `as_of` (an instant, a tag name such as
+/// `"eod-2026-12-07"`, or `None`/"latest"/"now" for each table's current snapshot) or
+/// explicit `snapshots` per table.
 pub fn pin(
     as_of: Option<&Bound<'_, PyAny>>,
     snapshots: Option<&Bound<'_, PyDict>>,
@@ -49,7 +50,11 @@ pub fn pin(
         (Some(_), Some(_)) => Err(errors::invalid(
             "give as_of or snapshots, not both: they are two ways to say what to read",
         )),
-        (Some(at), None) => Ok(Pin::AsOf(instant(at, "as_of")?)),
+        (Some(at), None) => match at.cast::<PyString>() {
+            // A string is whatever the shell's --as-of takes: an instant or a tag name.
+            Ok(text) => Pin::parse(&text.to_cow()?).map_err(errors::query),
+            Err(_) => Ok(Pin::AsOf(instant(at, "as_of")?)),
+        },
         (None, Some(ids)) => {
             let mut pinned = BTreeMap::new();
             for (table, id) in ids.iter() {

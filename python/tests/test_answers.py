@@ -158,4 +158,5 @@ def test_lakehouse_introspection(lake, first_pin):
     history = lake.snapshots("trades")
     assert history[0]["snapshot_id"] and isinstance(history[0]["committed_at"], datetime.datetime)
     assert first_pin["trades"] in [h["snapshot_id"] for h in history]
+    assert "main" in history[-1]["refs"], "the refs pointing at each snapshot"
     assert "k2.Lakehouse" in repr(lake) and k2.__version__

@@ -1,5 +1,7 @@
 """Bad input gets a clear Python exception with K2's message, and the process goes on."""
 
+import datetime
+
 import pytest
 
 import k2
@@ -59,6 +61,20 @@ def test_pins_that_cannot_be(lake):
         lake.session(snapshots={"trade": 1})
     with pytest.raises(k2.QueryError, match="not both"):
         lake.session(as_of="2030-01-01", snapshots={"trades": 1})
+    # A tag no table has (an end-of-day tag of a day with no data reads the day's end).
+    with pytest.raises(k2.QueryError, match='has no tag "nightly"'):
+        lake.session(as_of="nightly")
+    with pytest.raises(k2.QueryError, match="or a tag name such as eod-"):
+        lake.session(as_of="yesterday at noon")
+
+
+def test_a_tag_pin_names_its_instant(lake):
+    # No table has this day's tag (no day has ended in the sink's history here): each
+    # reads as of the day's end, the midnight that closes it.
+    with lake.session(as_of="eod-2030-01-01") as s:
+        assert s.tag == "eod-2030-01-01"
+        assert s.instant == datetime.datetime(2030, 1, 2, tzinfo=datetime.timezone.utc)
+        assert s.as_of is None
 
 
 def test_a_closed_session_says_so(lake):

@@ -1,10 +1,13 @@
 //! A reproducible backtest: a moving-average crossover on 1-minute bars, pinned to an
 //! instant. Run it, note the printed `--as-of`, let the sink land more data, run it again
 //! with that `--as-of`: the P&L is identical, because every table is read at the same
-//! snapshots.
+//! snapshots. An instant reproduces while its snapshots are inside the window
+//! (`maintenance.snapshot_retention`); the end of a day — `--as-of 2026-11-24` (midnight)
+//! or `--as-of eod-2026-11-23` — reproduces for as long as its end-of-day tags are kept.
 //!
 //!     cargo run --example backtest -- --config config/k2.toml --symbol BHP --exchange asx
 //!     cargo run --example backtest -- --symbol BHP --exchange asx --as-of 2026-11-23T12:00:00Z
+//!     cargo run --example backtest -- --symbol BHP --exchange asx --as-of eod-2026-11-23
 
 use anyhow::Context;
 use arrow::array::AsArray;
@@ -23,9 +26,9 @@ struct Args {
     symbol: String,
     #[arg(long)]
     exchange: String,
-    /// The instant to read the lakehouse at (default: now, printed for re-runs).
+    /// The instant or tag to read the lakehouse at (default: now, printed for re-runs).
     #[arg(long)]
-    as_of: Option<DateTime<Utc>>,
+    as_of: Option<String>,
     #[arg(long, default_value_t = 5)]
     fast: usize,
     #[arg(long, default_value_t = 20)]
@@ -40,9 +43,15 @@ fn mean(xs: &[i128]) -> i128 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = K2Config::load(&args.config)?;
-    let as_of = args.as_of.unwrap_or_else(Utc::now);
+    let pin = match &args.as_of {
+        Some(text) => Pin::parse(text)?,
+        None => Pin::AsOf(Utc::now()),
+    };
+    let as_of: DateTime<Utc> = pin
+        .instant()
+        .context("--as-of: give an instant or an end-of-day tag")?;
     let lake = Lakehouse::open(&config).await?;
-    let session = lake.session(Pin::AsOf(as_of)).await?;
+    let session = lake.session(pin.clone()).await?;
     let bars = session
         .ohlcv(&OhlcvRequest {
             symbols: vec![args.symbol.clone()],
@@ -78,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("as_of: {}", as_of.to_rfc3339());
+    println!("as_of: {pin}");
     for (table, t) in &session.pinned().tables {
         println!("  {table}: snapshot {:?}", t.snapshot_id);
     }

@@ -3,11 +3,11 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("cannot reach the catalog at {uri}: {source}")]
+    /// (An iceberg error prints its own cause: part of the message, not a source.)
+    #[error("cannot reach the catalog at {uri}: {error}")]
     Unreachable {
         uri: String,
-        #[source]
-        source: Box<iceberg::Error>,
+        error: Box<iceberg::Error>,
     },
     #[error("catalog: {0}")]
     Catalog(Box<iceberg::Error>),
@@ -21,6 +21,21 @@ pub enum QueryError {
     },
     #[error("table {table} has no snapshot {snapshot_id}")]
     UnknownSnapshot { table: String, snapshot_id: i64 },
+    #[error("table {table} has no tag {tag:?} (k2-query's .snapshots {table} lists its tags)")]
+    UnknownTag { table: String, tag: String },
+    #[error(
+        "table {table} no longer has its snapshots of {as_of}: they expired (maintenance.snapshot_retention){}; the end of a day still reproduces through its end-of-day tag{}",
+        window_from.as_ref().map(|w| format!(", and its snapshots since {w} are kept")).unwrap_or_default(),
+        tag_before.as_ref().map(|t| format!(", the nearest before being {t}")).unwrap_or_default()
+    )]
+    Expired {
+        table: String,
+        as_of: String,
+        /// Where the window of ordinary snapshots begins.
+        window_from: Option<String>,
+        /// The nearest end-of-day tag before the instant, and the instant it stands for.
+        tag_before: Option<String>,
+    },
     #[error("{0}")]
     Sql(String),
     #[error(

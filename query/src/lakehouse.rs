@@ -37,9 +37,9 @@ impl Lakehouse {
             k2_common::config::CatalogConfig::Sql { uri, .. } => uri.to_string(),
             k2_common::config::CatalogConfig::Rest { uri, .. } => uri.to_string(),
         };
-        let unreachable = |source| QueryError::Unreachable {
+        let unreachable = |error| QueryError::Unreachable {
             uri: catalog_uri.clone(),
-            source: Box::new(source),
+            error: Box::new(error),
         };
         let catalog = k2_common::catalog::connect(config).await.map_err(|e| {
             QueryError::Invalid(format!(

@@ -37,8 +37,9 @@ struct Cli {
     /// With --format parquet: the file to write.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Read every table as of this instant (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
-    #[arg(long, value_name = "TIMESTAMP")]
+    /// Read every table as of this instant (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC) or
+    /// tag (`eod-2026-12-07`: the end of that UTC day, kept after the snapshots expire).
+    #[arg(long, value_name = "TIMESTAMP|TAG")]
     as_of: Option<String>,
     /// Read a table at a snapshot id: `table=id` (repeatable).
     #[arg(long = "snapshot", value_name = "TABLE=ID")]
@@ -86,7 +87,7 @@ fn main() -> ExitCode {
     }
     let pin = match pin_from_args(cli.as_of.as_deref(), &cli.snapshots) {
         Ok(p) => p,
-        Err(e) => return PROGRAM.usage(&e),
+        Err(e) => return PROGRAM.misused(e),
     };
     let runtime = PROGRAM.runtime(1);
     let opened = runtime.block_on(async {
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
     });
     let (lakehouse, session) = match opened {
         Ok(x) => x,
-        Err(e) => return PROGRAM.failure(&e),
+        Err(e) => return PROGRAM.failed(e),
     };
     let mut shell = Shell {
         lakehouse,
@@ -116,7 +117,7 @@ fn main() -> ExitCode {
     if !scripted.is_empty() {
         for cmd in &scripted {
             if let Err(e) = shell.run(cmd) {
-                return PROGRAM.failure(&e);
+                return PROGRAM.failed(e);
             }
         }
         return ExitCode::SUCCESS;
@@ -156,8 +157,8 @@ fn parse_instant(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 fn pin_from_args(as_of: Option<&str>, snapshots: &[String]) -> anyhow::Result<Pin> {
     match (as_of, snapshots.is_empty()) {
         (Some(_), false) => bail!("--as-of and --snapshot cannot be combined"),
-        (Some("now"), true) | (None, true) => Ok(Pin::Latest),
-        (Some(t), true) => Ok(Pin::AsOf(parse_instant(t)?)),
+        (None, true) => Ok(Pin::Latest),
+        (Some(t), true) => Ok(Pin::parse(t)?),
         (None, false) => {
             let mut ids = BTreeMap::new();
             for s in snapshots {
@@ -178,7 +179,8 @@ const HELP: &str = "\
 .tables                         tables and the snapshot each is pinned to
 .schema <table>                 columns and types
 .snapshots <table>              history: id, committed at, operation, records, Kafka offsets
-.asof <timestamp>|now           pin every table to an instant (or back to the latest)
+.asof <timestamp>|<tag>|now     pin every table to an instant, a tag (eod-2026-12-07: the
+                                end of that UTC day), or back to the latest
 .ohlcv <symbol> <interval> <from> <to> [--exchange <ex>] [--tz exchange|utc]
        [--fill none|forward]    bars: bucket_start, open, high, low, close, volume, vwap, trades
                                 (forward: empty buckets carry the last close, volume 0)
@@ -226,21 +228,22 @@ impl Shell {
                 let history = self.runtime.block_on(self.lakehouse.snapshots(table))?;
                 for s in history {
                     println!(
-                        "{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}",
                         s.snapshot_id,
                         s.committed_at.to_rfc3339(),
                         s.operation,
                         s.added_records.map_or("-".to_string(), |n| n.to_string()),
+                        if s.refs.is_empty() {
+                            "-".to_string()
+                        } else {
+                            s.refs.join(",")
+                        },
                         s.summary.get("k2.kafka-offsets").map_or("", String::as_str)
                     );
                 }
             }
             ["asof", when] => {
-                let pin = if *when == "now" {
-                    Pin::Latest
-                } else {
-                    Pin::AsOf(parse_instant(when)?)
-                };
+                let pin = Pin::parse(when)?;
                 self.session = self.runtime.block_on(self.lakehouse.session(pin))?;
             }
             ["timer", on] => self.timer = *on == "on",
@@ -371,14 +374,14 @@ impl Shell {
             }
             for s in statements(&text) {
                 if let Err(e) = self.run(&s) {
-                    return PROGRAM.failure(&e);
+                    return PROGRAM.failed(e);
                 }
             }
             return ExitCode::SUCCESS;
         }
         let mut editor = match rustyline::DefaultEditor::new() {
             Ok(e) => e,
-            Err(e) => return PROGRAM.failure(&e),
+            Err(e) => return PROGRAM.failed(e),
         };
         let history = std::env::var_os("HOME")
             .map(PathBuf::from)

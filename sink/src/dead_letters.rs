@@ -42,7 +42,7 @@ pub const HEADER_DELIVERY_ERROR: &str = "k2.dead-letter.error";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
-    #[error("cannot create the dead-letter producer: {0}")]
+    #[error("cannot create the dead-letter producer")]
     Create(#[source] KafkaError),
     #[error(
         "the dead letter of {record} cannot be delivered to {dead_letter_topic}, even truncated: {source}"

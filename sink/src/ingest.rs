@@ -33,6 +33,7 @@ use crate::dead_letters::{DeadLetterError, DeadLetters};
 use crate::decode::{DECODE_BATCH_ROWS, RawRecord, Rejected};
 use crate::instrumentation::Metrics;
 use crate::job::{PartitionMap, SealReason};
+use crate::once::{GroupProgress, Held};
 use crate::partition::{Accept, PartitionState, Position, Reading};
 use crate::recorded::RecordedError;
 use crate::resume::{Loaded, Resume, ResumeError, ToResume};
@@ -42,7 +43,7 @@ mod start;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("kafka: {0}")]
+    #[error("kafka")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Commit(#[from] CommitError),
@@ -108,7 +109,8 @@ pub struct Sink {
     dead_letters: DeadLetters,
     commits: CommitTask,
     paused: bool,
-    watermarks: Option<HashMap<TopicPartition, i64>>,
+    /// `--once`: how far the group is through what was there at the start.
+    once: Option<GroupProgress>,
     assigned_once: bool,
     probe: TopicPartition,
     summary: RunSummary,
@@ -134,9 +136,8 @@ impl Sink {
             self.handle_resumed()?;
             self.handle_results()?;
 
-            let caught_up = self.watermarks.is_some()
-                && last_check.elapsed() >= Duration::from_millis(100)
-                && {
+            let caught_up =
+                self.once.is_some() && last_check.elapsed() >= Duration::from_millis(100) && {
                     last_check = Instant::now();
                     self.caught_up()
                 };
@@ -173,7 +174,7 @@ impl Sink {
             );
 
             let idle = !self.commits.is_busy() && !self.stages.buffer.has_progress();
-            if idle && (stopping || (caught_up && self.watermarks.is_some())) {
+            if idle && (stopping || caught_up) {
                 break;
             }
         }
@@ -501,32 +502,31 @@ impl Sink {
         self.metrics.paused.set(i64::from(paused));
     }
 
-    /// `--once`: every partition that had records at start has been read up to its high
-    /// watermark by this sink. A partition another member still holds (a killed sink the
-    /// coordinator has not expired yet) is not caught up: `--once` waits for it.
-    fn caught_up(&self) -> bool {
-        let Some(watermarks) = &self.watermarks else {
-            return false;
-        };
+    /// `--once`: every partition that had records at start is read up to its high
+    /// watermark — by this member for the partitions it holds, by the group (what the
+    /// tables recorded) for the others ([`GroupProgress`]).
+    fn caught_up(&mut self) -> bool {
         if !self.assigned_once {
             return false;
         }
+        let Some(once) = self.once.as_mut() else {
+            return false;
+        };
         let position = self.consumer.position().unwrap_or_default();
-        watermarks.iter().all(|(tp, &high)| {
-            if high == 0 {
-                return true;
+        let partitions = &self.partitions;
+        once.caught_up(|tp| match partitions.get(tp) {
+            None => Held::Elsewhere,
+            Some(state) if state.is_resuming() => Held::Starting,
+            Some(state) => {
+                let fetched = match position
+                    .find_partition(&tp.topic, tp.partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                };
+                Held::ReadTo(state.next_offset().unwrap_or(0).max(fetched))
             }
-            let Some(state) = self.partitions.get(tp).filter(|s| !s.is_resuming()) else {
-                return false;
-            };
-            let fetched = match position
-                .find_partition(&tp.topic, tp.partition)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            };
-            state.next_offset().unwrap_or(0).max(fetched) >= high
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod decode;
 pub mod ingest;
 pub mod instrumentation;
 pub mod job;
+pub mod once;
 pub mod partition;
 pub mod recorded;
 pub mod resume;

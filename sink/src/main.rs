@@ -14,7 +14,7 @@ use clap::Parser;
 
 use k2_common::config::K2Config;
 use k2_common::schema::BuiltinSchema;
-use k2_common::startup::{EXIT_INTERRUPTED, Program};
+use k2_common::startup::{EXIT_INTERRUPTED, Program, StopRequest, StopSignals};
 use k2_common::subscription::Subscription;
 use k2_common::topic::DataType;
 use k2_sink::ingest::{Mode, Sink};
@@ -37,8 +37,9 @@ struct Cli {
     /// Create the namespace and tables if absent, then exit.
     #[arg(long)]
     init: bool,
-    /// Consume until caught up with the high watermarks seen at start, commit, exit 0.
-    /// Meant for backfills and tests; run it as the group's only member.
+    /// Consume until everything there at start (the high watermarks then) is committed,
+    /// by this member or the other members of the group, then exit 0. Several members
+    /// started together backfill in parallel; each stops when the whole backlog is in.
     #[arg(long)]
     once: bool,
     /// Only these exchanges (repeatable; narrows `subscription` in the config).
@@ -87,15 +88,25 @@ fn main() -> ExitCode {
                 config.topics_file.display()
             ));
         }
-        Err(e) => return PROGRAM.usage(&e),
+        Err(e) => return PROGRAM.misused(e),
     };
     let mode = if cli.once {
         Mode::Once
     } else {
         Mode::Continuous
     };
+    // Bound before anything else: a sink that cannot be observed does not start (a
+    // configuration error, like any other).
+    let listener = match config.metrics.address {
+        Some(address) => match runtime.block_on(k2_common::metrics::bind(address)) {
+            Ok(l) => Some(l),
+            Err(e) => return PROGRAM.misused(e),
+        },
+        None => None,
+    };
     PROGRAM.finish(run(
         &config,
+        listener,
         &topics,
         topics_config.timezones(),
         mode,
@@ -105,17 +116,18 @@ fn main() -> ExitCode {
 
 fn run(
     config: &K2Config,
+    listener: Option<tokio::net::TcpListener>,
     topics: &[k2_common::topic::TopicName],
     timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
     mode: Mode,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::with_health(k2_sink::instrumentation::health_policy(config));
-    if let Some(address) = config.metrics.address {
+    if let Some(listener) = listener {
         let served = metrics.clone();
         runtime.spawn(async move {
-            if let Err(e) = served.serve(address).await {
-                tracing::error!(%address, error = %e, "metrics endpoint failed");
+            if let Err(e) = served.serve(listener).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
             }
         });
     }
@@ -124,19 +136,26 @@ fn run(
     runtime.spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
-        for count in 1.. {
+        let mut signals = StopSignals::default();
+        loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            if count == 1 {
-                tracing::info!(
-                    "signal received: flushing and committing (signal again to exit at once)"
-                );
-                signalled.store(true, Ordering::Relaxed);
-            } else {
-                tracing::warn!("second signal: exiting without flushing");
-                std::process::exit(EXIT_INTERRUPTED.into());
+            match signals.on_signal(std::time::Instant::now()) {
+                StopRequest::Graceful => {
+                    tracing::info!(
+                        "signal received: flushing and committing (signal again to exit at once)"
+                    );
+                    signalled.store(true, Ordering::Relaxed);
+                }
+                StopRequest::Repeated => {
+                    tracing::info!("the same stop signal again (sent together): still flushing");
+                }
+                StopRequest::Immediate => {
+                    tracing::warn!("second signal: exiting without flushing");
+                    std::process::exit(EXIT_INTERRUPTED.into());
+                }
             }
         }
     });

@@ -15,7 +15,7 @@ use crate::validation::Validation;
 pub enum StageError {
     #[error(transparent)]
     Decoding(#[from] DecodingError),
-    #[error("validating {data_type} records: {source}")]
+    #[error("validating {data_type} records")]
     Validation {
         data_type: &'static str,
         #[source]

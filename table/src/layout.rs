@@ -40,19 +40,19 @@ pub enum TableError {
     },
     #[error("Avro schema for {0} is not a record")]
     NotARecord(String),
-    #[error("catalog: {context}: {source}")]
+    /// (An iceberg error prints its own cause: it is part of the message, not a source.)
+    #[error("catalog: {context}: {error}")]
     Catalog {
         context: String,
-        #[source]
-        source: Box<iceberg::Error>,
+        error: Box<iceberg::Error>,
     },
 }
 
 fn catalog_err(context: impl Into<String>) -> impl FnOnce(iceberg::Error) -> TableError {
     let context = context.into();
-    move |source| TableError::Catalog {
+    move |error| TableError::Catalog {
         context,
-        source: Box::new(source),
+        error: Box::new(error),
     }
 }
 

@@ -16,6 +16,7 @@
 //!   merging, replace);
 //! - [`commit`]: committing staged updates through the catalog's own compare-and-swap.
 
+pub mod clock;
 pub mod commit;
 pub mod layout;
 pub mod lineage;

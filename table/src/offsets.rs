@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 /// Summary property holding the offsets, as JSON `{topic: {partition: next_offset}}`.
 pub const OFFSETS_PROPERTY: &str = "k2.kafka-offsets";
 pub const GROUP_PROPERTY: &str = "k2.consumer-group";
-pub const WRITER_PROPERTY: &str = "k2.writer-id";
 /// Unique per committed job, so a commit whose acknowledgement was lost is recognised.
 pub const COMMIT_ID_PROPERTY: &str = "k2.commit-id";
 pub const VERSION_PROPERTY: &str = "k2.sink-version";
@@ -46,7 +45,7 @@ impl std::fmt::Display for TopicPartition {
 /// would make the sink re-read every retained record.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
-    #[error("{place}: {OFFSETS_PROPERTY} is not valid offsets JSON: {source}")]
+    #[error("{place}: {OFFSETS_PROPERTY} is not valid offsets JSON")]
     Json {
         place: String,
         #[source]
@@ -161,22 +160,45 @@ impl TableOffsets {
         Self::from_json(json, || format!("snapshot {snapshot_id}")).map(Some)
     }
 
-    fn from_json(json: &str, place: impl FnOnce() -> String) -> Result<Self, OffsetsError> {
-        let nested: BTreeMap<String, BTreeMap<i32, i64>> =
+    /// Offsets as [`Self::to_json`] writes them, or in the older form with every
+    /// partition keyed (`{topic: {"0": o, …}}`), which K2 wrote before and still reads.
+    pub fn from_json(json: &str, place: impl Fn() -> String) -> Result<Self, OffsetsError> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Partitions {
+            /// Partitions 0, 1, … in order (the compact form).
+            Dense(Vec<i64>),
+            // (String keys: an untagged enum buffers the map and cannot parse them as
+            // integers itself.)
+            Keyed(BTreeMap<String, i64>),
+        }
+        let nested: BTreeMap<String, Partitions> =
             serde_json::from_str(json).map_err(|source| OffsetsError::Json {
                 place: place(),
                 source,
             })?;
-        Ok(TableOffsets(
-            nested
-                .into_iter()
-                .flat_map(|(topic, parts)| {
-                    parts
-                        .into_iter()
-                        .map(move |(p, o)| (TopicPartition::new(topic.clone(), p), o))
-                })
-                .collect(),
-        ))
+        let mut out = BTreeMap::new();
+        for (topic, parts) in nested {
+            match parts {
+                Partitions::Dense(offsets) => {
+                    for (p, o) in offsets.into_iter().enumerate() {
+                        out.insert(TopicPartition::new(topic.clone(), p as i32), o);
+                    }
+                }
+                Partitions::Keyed(map) => {
+                    for (p, o) in map {
+                        let p = p.parse::<i32>().map_err(|e| OffsetsError::Json {
+                            place: place(),
+                            source: serde::de::Error::custom(format!(
+                                "partition {p:?} of {topic}: {e}"
+                            )),
+                        })?;
+                        out.insert(TopicPartition::new(topic.clone(), p), o);
+                    }
+                }
+            }
+        }
+        Ok(TableOffsets(out))
     }
 
     /// These offsets with `updates` applied.
@@ -188,6 +210,10 @@ impl TableOffsets {
         TableOffsets(out)
     }
 
+    /// JSON `{topic: offsets}`: a topic whose partitions 0, 1, … n are all recorded (the
+    /// usual case) as an array indexed by partition, otherwise keyed by partition. Every
+    /// snapshot carries these, so their size is most of what a snapshot adds to the
+    /// metadata file (ADR-23).
     pub fn to_json(&self) -> String {
         let mut nested: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
         for (tp, o) in &self.0 {
@@ -196,7 +222,19 @@ impl TableOffsets {
                 .or_default()
                 .insert(tp.partition, *o);
         }
-        serde_json::to_string(&nested).expect("maps of strings and integers serialise")
+        let value: serde_json::Map<String, serde_json::Value> = nested
+            .into_iter()
+            .map(|(topic, parts)| {
+                let dense = parts.keys().copied().eq(0..parts.len() as i32);
+                let v = if dense {
+                    serde_json::Value::from(parts.into_values().collect::<Vec<_>>())
+                } else {
+                    serde_json::to_value(parts).expect("a map of integers serialises")
+                };
+                (topic.to_string(), v)
+            })
+            .collect();
+        serde_json::Value::Object(value).to_string()
     }
 }
 
@@ -404,5 +442,20 @@ mod tests {
             next.to_json(),
             r#"{"market.crypto.trades.binance":{"3":1},"market.equities.trades.asx":{"0":10,"7":25}}"#
         );
+        // Partitions 0..n all recorded: an array, a third of the bytes.
+        let rest: Vec<TopicPartition> = (1..7)
+            .map(|p| TopicPartition::new("market.equities.trades.asx", p))
+            .collect();
+        let dense = next.merged(rest.iter().map(|tp| (tp, i64::from(tp.partition))));
+        let json = dense.to_json();
+        assert!(
+            json.contains(r#""market.equities.trades.asx":[10,1,2,3,4,5,6,25]"#),
+            "{json}"
+        );
+        assert_eq!(TableOffsets::from_json(&json, String::new).unwrap(), dense);
+        // The keyed form K2 wrote before still reads.
+        let old = r#"{"t":{"0":5,"1":6}}"#;
+        let read = TableOffsets::from_json(old, String::new).unwrap();
+        assert_eq!(read.get(&TopicPartition::new("t", 1)), Some(6));
     }
 }

@@ -237,6 +237,11 @@ pub fn plan(m: &TableMetadata, policy: &Policy, now_ms: i64) -> Plan {
         let mut day = day_of(oldest.timestamp_ms());
         while day < today {
             let end = end_of_day_ms(day);
+            // A commit stamped exactly at the midnight would still belong to the day:
+            // its tag waits until the clock is past it.
+            if end >= now_ms {
+                break;
+            }
             let name = eod_tag(day);
             // The newest snapshot at or before the day's end.
             let target = ancestry.iter().find(|s| s.timestamp_ms() <= end);
@@ -320,19 +325,21 @@ pub fn snapshot_at(m: &TableMetadata, at_ms: i64) -> Result<Option<i64>, Expired
         .filter_map(|r| eod_day(&r.name))
         .filter(|d| end_of_day_ms(*d) <= at_ms)
         .max();
-    if history.is_empty() && tagged_before.is_none() && m.snapshots().len() == 0 {
-        return Ok(None);
-    }
-    let oldest_log = history.first().map(|e| e.timestamp_ms);
-    // Before the table's first snapshot at all: it was empty then.
-    let first_ever = m.snapshots().map(|s| s.timestamp_ms()).min();
-    if tagged_before.is_none() && first_ever.is_some_and(|f| at_ms < f) && oldest_log == first_ever
-    {
+    // Before the table's first snapshot ever (the oldest in the log has no parent): it was
+    // empty then. Otherwise snapshots before the log's start existed and expired.
+    let oldest = history
+        .first()
+        .and_then(|e| m.snapshot_by_id(e.snapshot_id));
+    let before_first = match oldest {
+        Some(s) => s.parent_snapshot_id().is_none(),
+        None => m.snapshots().len() == 0,
+    };
+    if before_first && tagged_before.is_none() {
         return Ok(None);
     }
     Err(Expired {
         tag_before: tagged_before,
-        window_from_ms: oldest_log,
+        window_from_ms: history.first().map(|e| e.timestamp_ms),
     })
 }
 
@@ -411,6 +418,15 @@ pub async fn unreferenced(before: &Table, expired: &BTreeSet<i64>) -> iceberg::R
                     }
                 }
             }
+        }
+    }
+    // Expired snapshots outside main's unbroken history (a tag past its age, a dropped
+    // branch): their manifest lists are theirs alone; what else only they reached is left
+    // to orphan cleanup, which sees the whole table.
+    let in_chain: HashSet<i64> = chain.iter().map(|s| s.snapshot_id()).collect();
+    for id in expired.iter().filter(|id| !in_chain.contains(id)) {
+        if let Some(s) = m.snapshot_by_id(*id) {
+            out.push(s.manifest_list().to_string());
         }
     }
     out.sort();

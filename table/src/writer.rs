@@ -13,16 +13,17 @@ use arrow::array::AsArray;
 use arrow::compute::interleave_record_batch;
 use arrow::datatypes::DataType as ArrowType;
 use arrow_array::{Array, RecordBatch};
+use iceberg::spec::DataContentType;
 use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct, Transform};
 use iceberg::table::Table;
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::rolling_writer::{RollingFileWriter, RollingFileWriterBuilder};
+use iceberg::writer::file_writer::{FileWriterBuilder, ParquetWriterBuilder};
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::clustered_writer::ClusteredWriter;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Error, ErrorKind};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -235,7 +236,10 @@ pub async fn write_sorted(
         DefaultLocationGenerator::new(metadata)?,
         DefaultFileNameGenerator::new(file_prefix.to_string(), None, DataFileFormat::Parquet),
     );
-    let mut writer = ClusteredWriter::new(DataFileWriterBuilder::new(rolling));
+    let mut writer = ClusteredWriter::new(SortedDataFileWriterBuilder {
+        inner: rolling,
+        sort_order_id: i32::try_from(metadata.default_sort_order_id()).unwrap_or(0),
+    });
     for run in runs {
         let mut values: Vec<Option<Literal>> = Vec::new();
         for field in spec.fields() {
@@ -265,6 +269,86 @@ pub async fn write_sorted(
         }
     }
     writer.close().await
+}
+
+/// iceberg-rust's `DataFileWriterBuilder`, plus the table's sort order id on every file it
+/// writes: K2 sorts the rows of each file by the table's sort order (above), and readers
+/// that trust a declared order (Spark's merge-on-read planning, a compaction job choosing
+/// what to rewrite) only see that it did through `sort_order_id`. Upstream's writer has no
+/// way to set it (its builder is built inside `close`).
+struct SortedDataFileWriterBuilder<B, L, F>
+where
+    B: FileWriterBuilder,
+    L: iceberg::writer::file_writer::location_generator::LocationGenerator,
+    F: iceberg::writer::file_writer::location_generator::FileNameGenerator,
+{
+    inner: RollingFileWriterBuilder<B, L, F>,
+    sort_order_id: i32,
+}
+
+struct SortedDataFileWriter<B, L, F>
+where
+    B: FileWriterBuilder,
+    L: iceberg::writer::file_writer::location_generator::LocationGenerator,
+    F: iceberg::writer::file_writer::location_generator::FileNameGenerator,
+{
+    inner: Option<RollingFileWriter<B, L, F>>,
+    partition_key: Option<PartitionKey>,
+    sort_order_id: i32,
+}
+
+#[async_trait::async_trait]
+impl<B, L, F> IcebergWriterBuilder for SortedDataFileWriterBuilder<B, L, F>
+where
+    B: FileWriterBuilder,
+    L: iceberg::writer::file_writer::location_generator::LocationGenerator,
+    F: iceberg::writer::file_writer::location_generator::FileNameGenerator,
+{
+    type R = SortedDataFileWriter<B, L, F>;
+
+    async fn build(&self, partition_key: Option<PartitionKey>) -> iceberg::Result<Self::R> {
+        Ok(SortedDataFileWriter {
+            inner: Some(self.inner.build()),
+            partition_key,
+            sort_order_id: self.sort_order_id,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl<B, L, F> IcebergWriter for SortedDataFileWriter<B, L, F>
+where
+    B: FileWriterBuilder,
+    L: iceberg::writer::file_writer::location_generator::LocationGenerator,
+    F: iceberg::writer::file_writer::location_generator::FileNameGenerator,
+{
+    async fn write(&mut self, batch: RecordBatch) -> iceberg::Result<()> {
+        match self.inner.as_mut() {
+            Some(w) => w.write(&self.partition_key, &batch).await,
+            None => Err(Error::new(ErrorKind::Unexpected, "the writer is closed")),
+        }
+    }
+
+    async fn close(&mut self) -> iceberg::Result<Vec<DataFile>> {
+        let Some(writer) = self.inner.take() else {
+            return Err(Error::new(ErrorKind::Unexpected, "the writer is closed"));
+        };
+        writer
+            .close()
+            .await?
+            .into_iter()
+            .map(|mut file| {
+                file.content(DataContentType::Data)
+                    .sort_order_id(self.sort_order_id);
+                if let Some(pk) = &self.partition_key {
+                    file.partition(pk.data().clone())
+                        .partition_spec_id(pk.spec().spec_id());
+                }
+                file.build()
+                    .map_err(|e| invalid(format!("building a data file's entry: {e}")))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod engines;
 pub mod feed;
 pub mod poison;
 pub mod registry;

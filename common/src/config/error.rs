@@ -3,7 +3,7 @@ use std::path::PathBuf;
 /// A configuration problem, always located: which file, which key, what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read the file: {source}", file.display())]
+    #[error("{}: cannot read the file", file.display())]
     Read {
         file: PathBuf,
         #[source]

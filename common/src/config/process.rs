@@ -423,7 +423,7 @@ pub struct MaintenanceConfig {
 impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
-            snapshot_retention: Duration::from_secs(2 * 3600),
+            snapshot_retention: Duration::from_secs(3600),
             min_snapshots: 10,
             end_of_day_tags: true,
             tag_max_age: Duration::from_secs(365 * 86_400),
@@ -444,22 +444,16 @@ impl MaintenanceConfig {
 }
 
 /// Top-level keys, so that unrelated `K2_*` variables (used by scripts) are not read as
-/// configuration.
-const SECTIONS: [&str; 13] = [
-    "state_dir",
-    "topics_file",
-    "schemas",
-    "kafka",
-    "subscription",
-    "catalog",
-    "warehouse",
-    "schema_registry",
-    "sink",
-    "metrics",
-    "log",
-    "query",
-    "maintenance",
-];
+/// configuration: derived from `K2Config` itself (its serialised fields), so a new section
+/// takes its `K2_SECTION__KEY` overrides without a list to keep in step.
+fn sections() -> &'static [String] {
+    static SECTIONS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| match serde_json::to_value(K2Config::default()) {
+            Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+            _ => Vec::new(),
+        });
+    &SECTIONS
+}
 
 impl K2Config {
     /// Loads `path`, applies `K2_*` environment overrides, resolves relative paths.
@@ -769,7 +763,7 @@ impl K2Config {
 fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
         let top = key.as_str().split('.').next().unwrap_or("");
-        SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(top))
+        sections().iter().any(|s| s.eq_ignore_ascii_case(top))
     })
 }
 
@@ -780,13 +774,30 @@ fn env_provider() -> Env {
 pub fn is_config_override(name: &str) -> bool {
     name.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
         let top = rest.split("__").next().unwrap_or("");
-        SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(top))
+        sections().iter().any(|s| s.eq_ignore_ascii_case(top))
     })
 }
 
 #[cfg(test)]
 mod override_tests {
     use super::is_config_override;
+
+    #[test]
+    fn every_section_of_the_config_takes_overrides() {
+        // Each top-level field of K2Config, and nothing else, is a section.
+        for section in super::sections() {
+            assert!(
+                is_config_override(&format!("K2_{}__X", section.to_uppercase())),
+                "{section}"
+            );
+        }
+        assert!(super::sections().iter().any(|s| s == "maintenance"));
+        assert!(super::sections().iter().any(|s| s == "schema_registry"));
+        assert!(
+            !super::sections().iter().any(|s| s == "source"),
+            "not a key"
+        );
+    }
 
     #[test]
     fn only_variables_naming_a_section_are_overrides() {

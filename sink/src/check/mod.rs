@@ -49,7 +49,7 @@ pub enum SequenceCheckError {
     },
     #[error(transparent)]
     Lineage(#[from] LineageError),
-    #[error("building sequence event rows: {0}")]
+    #[error("building sequence event rows")]
     Events(#[from] arrow_schema::ArrowError),
 }
 

@@ -8,12 +8,14 @@
 
 use std::time::Instant;
 
+use iceberg::TableIdent;
 use iceberg::spec::DataFile;
-use iceberg::{ErrorKind, TableIdent};
 
+use k2_common::report::chain;
 use k2_table::offsets::{TableOffsets, TopicPartition, commit_landed};
 use k2_table::writer::write_data_files;
 
+use super::append::AppendError;
 use super::plan::{AppendPlan, Planned};
 use super::retrying::{Retrying, TROUBLE_AFTER};
 use super::{CommitError, Committer};
@@ -93,9 +95,8 @@ impl Committer {
                 Some(_) => {}
                 None => base_snapshot = Some(metadata.current_snapshot().map(|s| s.snapshot_id())),
             }
-            let recorded =
-                TableOffsets::from_metadata(metadata).map_err(|e| fatal(e.to_string()))?;
-            let planned = plan.plan(&recorded).map_err(|e| fatal(e.to_string()))?;
+            let recorded = TableOffsets::from_metadata(metadata).map_err(|e| fatal(chain(&e)))?;
+            let planned = plan.plan(&recorded).map_err(|e| fatal(chain(&e)))?;
             if !planned.commit {
                 return Ok(self.landed(&labels, plan, planned, None, (0, 0), started));
             }
@@ -137,14 +138,17 @@ impl Committer {
                 .append(&table, files, &planned.offsets, commit_id)
                 .await
             {
-                Ok(committed) => {
-                    let snapshot_id = committed
-                        .metadata()
-                        .current_snapshot()
-                        .map(|s| s.snapshot_id());
-                    return Ok(self.landed(&labels, plan, planned, snapshot_id, stats, started));
+                Ok(snapshot_id) => {
+                    return Ok(self.landed(
+                        &labels,
+                        plan,
+                        planned,
+                        Some(snapshot_id),
+                        stats,
+                        started,
+                    ));
                 }
-                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                Err(AppendError::Conflict) => {
                     // Another writer committed first: re-check the offsets, after a
                     // jittered wait so two committers do not keep colliding in step.
                     self.metrics.commit(&labels.table, "conflict");
@@ -152,12 +156,12 @@ impl Committer {
                         .again(
                             Operation::CommitConflict,
                             "the catalog commit (another writer committed first; re-checking offsets)",
-                            &e,
+                            &AppendError::Conflict,
                         )
                         .await;
                 }
-                Err(e) if is_fatal(&e) => return Err(fatal(format!("{e:#}"))),
-                Err(e) => {
+                Err(AppendError::Fatal(message)) => return Err(fatal(message)),
+                Err(e @ AppendError::Transient(_)) => {
                     self.metrics.commit(&labels.table, "error");
                     retrying
                         .again(Operation::Commit, "the catalog commit", &e)

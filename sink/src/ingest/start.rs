@@ -22,11 +22,14 @@ use crate::decode::Decoding;
 use crate::decode::avro::SchemaSource;
 use crate::instrumentation::Metrics;
 use crate::job::PartitionMap;
+use crate::once::GroupProgress;
 use crate::resume::Resume;
 use crate::stages::Stages;
 use crate::validation::Validation;
+use k2_table::commit::MetadataCommitter;
 use k2_table::layout::{TableLayout, ensure_table};
 use k2_table::offsets::TopicPartition;
+use k2_table::retention;
 
 impl Sink {
     /// Connects everything: tables (created if absent), committer task, dead-letter
@@ -64,13 +67,23 @@ impl Sink {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        let target = runtime
+            .block_on(MetadataCommitter::connect(config))
+            .map_err(|e| {
+                SinkError::Setup(format!(
+                    "connecting to the catalog to commit: {}",
+                    k2_common::report::chain(&e)
+                ))
+            })?;
         let committer = Committer::new(
             catalog.clone(),
+            target,
             &config.kafka.group_id,
             &writer_id,
             metrics.clone(),
         )
-        .with_max_file_age(config.maintenance.max_uncommitted_file_age());
+        .with_max_file_age(config.maintenance.max_uncommitted_file_age())
+        .with_retention(retention::Policy::new(&config.maintenance));
         let commits = CommitTask::spawn(committer, &runtime);
 
         let client_properties = config.kafka.client_properties();
@@ -95,13 +108,18 @@ impl Sink {
             context,
             &topic_names,
         )?);
-        let watermarks = match mode {
+        let once = match mode {
             Mode::Continuous => None,
-            Mode::Once => Some(consumer::high_watermarks(
-                &consumer,
-                &topic_names,
-                Duration::from_secs(30),
-            )?),
+            Mode::Once => Some(GroupProgress::new(
+                consumer::high_watermarks(&consumer, &topic_names, Duration::from_secs(30))?,
+                topics
+                    .iter()
+                    .map(|t| (t.to_string(), t.data_type()))
+                    .collect(),
+                catalog.clone(),
+                runtime.clone(),
+                metrics.clone(),
+            )),
         };
         let topics = topics
             .iter()
@@ -160,7 +178,7 @@ impl Sink {
             dead_letters,
             commits,
             paused: false,
-            watermarks,
+            once,
             assigned_once: false,
             probe: TopicPartition::new(String::new(), 0),
             summary: RunSummary::default(),

@@ -4,7 +4,6 @@
 //! [`freshness`], what librdkafka's statistics feed in [`kafka_stats`]; the HTTP server is
 //! `k2_common::metrics::serve`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -54,6 +53,12 @@ k2_common::metrics! {
         "data_files", "Parquet data files committed";
     data_file_bytes: Family<TableLabels, Counter> =
         "data_file_bytes", "Bytes of Parquet committed";
+    tags_created: Family<TableLabels, Counter> =
+        "tags_created", "End-of-day tags the sink created in its commits (maintenance.end_of_day_tags)";
+    snapshots_expired: Family<TableLabels, Counter> =
+        "snapshots_expired", "Snapshots the sink expired in its commits (outside maintenance.snapshot_retention, not tagged)";
+    expired_files_deleted: Family<TableLabels, Counter> =
+        "expired_files_deleted", "Manifest lists, manifests and replaced data files the sink deleted once only expired snapshots reached them";
     last_commit_timestamp: Family<TableLabels, Gauge> =
         "last_commit_timestamp_seconds", "Unix time of the last successful commit";
     buffered_records: Gauge =
@@ -254,11 +259,12 @@ impl Metrics {
         self.process.refresh();
     }
 
-    /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
-    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let registry = self.registry.clone();
         let probe = Arc::new(self.health.clone());
-        k2_common::metrics::serve(registry, probe, Arc::new(move || self.refresh()), addr).await
+        k2_common::metrics::serve_on(listener, registry, probe, Arc::new(move || self.refresh()))
+            .await
     }
 }
 

@@ -49,13 +49,7 @@ impl CommitError {
         match self {
             CommitError::Conflict => true,
             CommitError::Iceberg(e) => k2_common::catalog::is_transient(e),
-            CommitError::Sql(e) => !matches!(
-                e,
-                sqlx::Error::Configuration(_)
-                    | sqlx::Error::ColumnNotFound(_)
-                    | sqlx::Error::TypeNotFound { .. }
-                    | sqlx::Error::Decode(_)
-            ),
+            CommitError::Sql(e) => k2_common::catalog::sqlx_transient(e),
             CommitError::Rest { status, .. } => status.is_none_or(|s| s >= 500 || s == 429),
         }
     }
@@ -105,7 +99,7 @@ impl MetadataCommitter {
 
     /// Commits `staged` to `ident` as it is now (loaded first); [`CommitError::Conflict`]
     /// if a requirement no longer holds or another commit won the swap.
-    pub async fn commit(
+    pub async fn commit_to(
         &self,
         catalog: &dyn Catalog,
         ident: &TableIdent,

@@ -289,6 +289,16 @@ async fn merged(
                 out.extend(bin);
             } else {
                 out.push(merge_bin(table, &bin, spec_id, snapshot_id, &mut cache).await?);
+                // This commit's own manifest, merged before any list named it: nothing
+                // references it, now or ever.
+                for mf in bin
+                    .iter()
+                    .filter(|mf| new_paths.contains(&mf.manifest_path))
+                {
+                    if let Err(e) = table.file_io().delete(&mf.manifest_path).await {
+                        tracing::debug!(path = %mf.manifest_path, error = %e, "deleting a manifest merged at once failed; orphan cleanup will");
+                    }
+                }
             }
         }
     }

@@ -167,11 +167,7 @@ pub async fn stage(
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(Some(base.snapshot_id()))
         .with_sequence_number(sequence_number)
-        .with_timestamp_ms(
-            chrono::Utc::now()
-                .timestamp_millis()
-                .max(m.last_updated_ms()),
-        )
+        .with_timestamp_ms(crate::clock::now_ms().max(m.last_updated_ms()))
         .with_manifest_list(list_path)
         .with_schema_id(m.current_schema_id())
         .with_summary(summary)
