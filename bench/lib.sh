@@ -1,6 +1,7 @@
+# shellcheck shell=bash
 # Shared by the bench/* scripts. Sourced, never executed.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-cd "$K2_ROOT"
+cd "$K2_ROOT" || exit 1
 BIN="$CARGO_TARGET_DIR/release"
 
 bench_build() {

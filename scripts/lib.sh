@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared shell definitions for K2's scripts. Sourced, never executed.
 # Everything heavy (built binaries, downloaded packages, cargo target dir) lives in
 # K2_CACHE, outside the clone, so fresh clones on the same machine reuse it.
@@ -29,7 +30,24 @@ wait_tcp() {
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # pid_alive FILE: true if FILE holds the pid of a live process.
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [[ -f $1 ]] && kill -0 "$(head -n 1 "$1")" 2>/dev/null; }
+
+# already_up NAME HOST PORT PIDFILE [OTHER_PID [READY]]: asked before starting a service.
+# 1 when its port is free (start it); 0 when it is up already — started from this services
+# dir (PIDFILE's process lives), or the same service from another checkout's (OTHER_PID
+# non-empty; READY, a function, is then awaited). Dies when a process K2 did not start
+# holds the port.
+already_up() {
+  local name=$1 host=$2 port=$3 pidfile=$4 other=${5:-} ready=${6:-}
+  tcp_open "$host" "$port" || return 1
+  pid_alive "$pidfile" && return 0
+  if [[ -n $other ]]; then
+    log "$name: using the one already running on $host:$port (pid $other, another services dir)"
+    [[ -z $ready ]] || "$ready"
+    return 0
+  fi
+  die "$name: port $host:$port is taken by a process K2 did not start"
+}
 
 # stop_pidfile FILE NAME [SECONDS]: SIGTERM, wait up to SECONDS (10), then SIGKILL.
 stop_pidfile() {

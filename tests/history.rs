@@ -76,6 +76,7 @@ fn answers(env: &TestEnv, pin: Pin) -> BTreeMap<String, (i64, i64)> {
                     &format!("SELECT count(*), coalesce(sum(kafka_offset), 0)::BIGINT FROM {t}"),
                     &[],
                 )
+                .await
                 .unwrap();
             let count =
                 arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b[0].column(0))

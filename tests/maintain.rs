@@ -188,7 +188,8 @@ fn plant(env: &TestEnv, name: &str) -> String {
             )
             .await
             .unwrap();
-        located.uri(&path)
+        // As cleanup reports files: one spelling per file, whatever the table's location.
+        k2_common::warehouse::canonical_uri(&located.uri(&path))
     })
 }
 
@@ -320,6 +321,45 @@ fn cleanup_on_a_local_warehouse() {
 
 /// A store path percent-encodes characters such as `~`; the files Iceberg names must still
 /// be recognised as referenced (misread, every file would look like an orphan).
+/// Tables K2 created before it cleaned its configured paths carry `config/..` in their
+/// location, and so in every file's URI. The sink keeps writing into them, maintenance
+/// compacts them, and cleanup still tells referenced files from orphans (it compares one
+/// spelling per file) — while a table created now is spelled without `..`.
+#[test]
+fn cleanup_on_a_table_located_with_the_old_spelling() {
+    use k2_common::data_type::DataType;
+    use k2_common::schema::BuiltinSchema;
+    use k2_table::layout::{TableLayout, ensure_table};
+    let mut env = small_env();
+    let mut old = env.k2_config();
+    let state = old.state_dir.clone();
+    assert!(
+        !old.warehouse.location.contains(".."),
+        "{}",
+        old.warehouse.location
+    );
+    std::fs::create_dir_all(state.join("config")).unwrap();
+    old.warehouse.location = format!("file://{}/config/../warehouse", state.display());
+    k2_tests::runtime().block_on(async {
+        let catalog = k2_common::catalog::connect(&old).await.unwrap();
+        for data_type in DataType::ALL {
+            let layout =
+                TableLayout::new(data_type, &BuiltinSchema::for_data_type(data_type).parse())
+                    .unwrap();
+            ensure_table(catalog.as_ref(), &layout).await.unwrap();
+        }
+        let events = TableLayout::sequence_events().unwrap();
+        ensure_table(catalog.as_ref(), &events).await.unwrap();
+    });
+    cleanup_deletes_only_unreferenced_files_old_enough(&mut env);
+    let scanned = rt_scan(&env, "trades");
+    assert!(
+        scanned.files.iter().all(|f| f.contains("/config/../")),
+        "written under the table's own location: {:?}",
+        scanned.files
+    );
+}
+
 #[test]
 fn cleanup_on_a_local_warehouse_with_a_tilde_in_its_path() {
     let mut env = small_env();

@@ -238,11 +238,11 @@ fn ohlcv_fills_forward_as_typed_rows() {
         symbol: String,
         n: i64,
     }
-    let counts: Vec<Count> = session
-        .rows(
+    let counts: Vec<Count> = rt
+        .block_on(session.rows(
             "SELECT symbol, count(*) AS n FROM trades WHERE symbol = ? GROUP BY symbol",
             &[&"BHP"],
-        )
+        ))
         .unwrap();
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0].symbol, "BHP");
@@ -286,7 +286,9 @@ fn time_travel_pins_every_table_and_pruning_reads_one_day() {
     let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
     let count = |pin: Pin| -> i64 {
         let s = rt.block_on(lake.session(pin)).unwrap();
-        let b = s.sql("SELECT count(*) FROM trades", &[]).unwrap();
+        let b = rt
+            .block_on(s.sql("SELECT count(*) FROM trades", &[]))
+            .unwrap();
         b[0].column(0).as_primitive::<Int64Type>().value(0)
     };
     assert_eq!(count(Pin::AsOf(between)), 100, "pinned before day 2");

@@ -2,7 +2,7 @@
 //! order, exactly-once across restarts, kill -9 and a second sink, dead letters.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k2_common::config::GroupProtocol;
 use k2_common::records::{Quote, Trade};
@@ -456,8 +456,8 @@ fn crash_run(env: &TestEnv, kills: usize, preload: usize, chunk: usize) {
         // wait for the first commit, so they land among writes and commits rather than
         // all before them.
         if i % 2 == 1 {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while !env.log(&log).contains(" committed ") && std::time::Instant::now() < deadline {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !env.log(&log).contains(" committed ") && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -566,9 +566,9 @@ fn snapshots_expired_by_another_tool_lose_no_offsets() {
     let rt = k2_tests::runtime();
     let background = BackgroundFeed::start(&env, 400, 1);
     let committed = |log: &str, n: usize| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while env.log(log).matches(" committed ").count() < n {
-            assert!(std::time::Instant::now() < deadline, "{}", env.log(log));
+            assert!(Instant::now() < deadline, "{}", env.log(log));
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -612,6 +612,49 @@ fn snapshots_expired_by_another_tool_lose_no_offsets() {
     assert!(started_over.is_empty(), "{started_over:#?}");
     let all = trades_and_quotes(&env);
     assert_exactly_once(&all, &expected, "after the expiries");
+}
+
+/// Another writer (PyIceberg, appending rows of its own) races the running sink's commits:
+/// its appends land, retried by it after a conflict (the table carries no
+/// `commit.retry.num-retries` to forbid that), and the sink, meeting the other writer's
+/// snapshots between its own, still lands every record exactly once.
+#[test]
+fn another_writer_racing_the_sink_lands_and_the_sink_loses_and_doubles_nothing() {
+    ensure_services();
+    let env = crash_env();
+    env.create_topics();
+    let background = BackgroundFeed::start(&env, 400, 1);
+    let mut child = env.spawn("k2-sink", &[], "sink.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.log("sink.log").matches(" committed ").count() < 3 {
+        assert!(Instant::now() < deadline, "{}", env.log("sink.log"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rounds = 8;
+    let conflicts = k2_tests::engines::pyiceberg_appends(&env, rounds);
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", env.log("sink.log"));
+    let mut expected = background.finish();
+    env.sink_once(&[], Duration::from_secs(300));
+    let properties = k2_tests::runtime().block_on(async {
+        let catalog = tables::catalog(&env).await;
+        let table = catalog
+            .load_table(&k2_table::layout::ident("trades"))
+            .await
+            .unwrap();
+        table.metadata().properties().clone()
+    });
+    assert!(
+        !properties.contains_key("commit.retry.num-retries"),
+        "{properties:?}"
+    );
+    expected.extend((0..rounds).flat_map(|r| (0..5).map(move |o| ("pyiceberg".to_string(), r, o))));
+    assert_exactly_once(
+        &trades_and_quotes(&env),
+        &expected,
+        &format!("the sink's records and PyIceberg's ({conflicts} conflicts met)"),
+    );
 }
 
 /// `/healthz`, `/readyz`, commit lag, freshness and consumer lag as a sink works: not ready
@@ -797,13 +840,9 @@ fn sigterm_commits_the_buffer_and_a_restart_adds_nothing() {
     let log = "sink.log";
     let mut child = env.spawn("k2-sink", &[], log);
     let address = metrics_address(&env, log);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while scrape_counter(&address, "k2_records_consumed_total") < expected.len() as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not consumed:\n{}",
-            env.log(log)
-        );
+        assert!(Instant::now() < deadline, "not consumed:\n{}", env.log(log));
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
@@ -986,10 +1025,10 @@ fn raised_partitions_are_picked_up_by_a_running_sink() {
     );
     expected.extend(after);
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while rt_scan(&env, "trades").rows() < expected.len() {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the new partitions were not landed:\n{}",
             env.log("sink.log")
         );
@@ -1034,10 +1073,10 @@ fn two_sinks_one_killed_in(env: &TestEnv, victim: Victim) {
     let mut second = env.spawn("k2-sink", &[], "second.log");
     wait_for_assignment(env, "second.log", &mut second);
     // The second join revoked some of the first's partitions (cooperative-sticky).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !env.log("first.log").contains("partitions revoked") {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the second sink's join never rebalanced the first:\n{}",
             env.log("first.log")
         );
@@ -1057,10 +1096,10 @@ fn two_sinks_one_killed_in(env: &TestEnv, victim: Victim) {
     // Expired after session.timeout.ms, the victim's partitions go to the survivor: one
     // more assignment in its log than it had before the kill.
     let before = env.log(survivor_log).matches("partitions assigned").count();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while env.log(survivor_log).matches("partitions assigned").count() <= before {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the survivor never took over after the {victim:?} was killed:\n{}",
             env.log(survivor_log)
         );
@@ -1210,13 +1249,9 @@ fn newer_writer_schema_mid_stream_evolves_the_table_without_restart() {
 
     let address = metrics_address(&env, log);
     let total = (keys_v1.len() + keys_v2.len()) as u64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while scrape_counter(&address, "k2_records_written_total") < total {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not written:\n{}",
-            env.log(log)
-        );
+        assert!(Instant::now() < deadline, "not written:\n{}", env.log(log));
         std::thread::sleep(Duration::from_millis(200));
     }
     signal(&child, "TERM");
@@ -1292,13 +1327,9 @@ fn catalog_outage_retries_pauses_and_loses_nothing() {
     let mut child = env.spawn("k2-sink", &[], log);
     wait_for_assignment(&env, log, &mut child);
     let address = metrics_address(&env, log);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while scrape_counter(&address, "k2_records_written_total") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no commit:\n{}",
-            env.log(log)
-        );
+        assert!(Instant::now() < deadline, "no commit:\n{}", env.log(log));
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -1556,8 +1587,24 @@ fn three_once_members_backfill_in_parallel_and_all_stop() {
         .iter()
         .map(|log| env.spawn("k2-sink", &["--once"], log))
         .collect();
-    for (member, log) in members.iter_mut().zip(&logs) {
-        let status = wait_exit(&mut member.0, Duration::from_secs(240));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut statuses = vec![None; members.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (member, status) in members.iter_mut().zip(&mut statuses) {
+            if status.is_none() {
+                *status = member.0.try_wait().unwrap();
+            }
+        }
+        if Instant::now() > deadline {
+            for (member, log) in members.iter_mut().zip(&logs) {
+                let _ = member.0.kill();
+                eprintln!("--- {log} ---\n{}", env.log(log));
+            }
+            panic!("not every member stopped within 240 s: {statuses:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (status, log) in statuses.into_iter().flatten().zip(&logs) {
         assert!(status.success(), "{log}: {status}\n{}", env.log(log));
     }
     assert_exactly_once(&trades_and_quotes(&env), &expected, "three --once members");

@@ -51,17 +51,17 @@ fn round_trip(env: &TestEnv, prefix: &str) {
     let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
     let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
     for (table, s) in &scans {
-        let b = session
-            .sql(&format!("SELECT count(*) FROM {table}"), &[])
+        let b = rt
+            .block_on(session.sql(&format!("SELECT count(*) FROM {table}"), &[]))
             .unwrap();
         let n = b[0].column(0).as_primitive::<Int64Type>().value(0);
         assert_eq!(n as usize, s.rows(), "{table} through DuckDB on S3");
     }
-    let symbol = session
-        .sql(
+    let symbol = rt
+        .block_on(session.sql(
             "SELECT symbol FROM trades WHERE exchange = ? LIMIT 1",
             &[&env.asx],
-        )
+        ))
         .unwrap();
     let symbol = symbol[0].column(0).as_string::<i32>().value(0).to_string();
     let bars = rt
@@ -76,11 +76,11 @@ fn round_trip(env: &TestEnv, prefix: &str) {
         }))
         .unwrap();
     let in_bars: i64 = bars.iter().map(|b| b.trades).sum();
-    let direct = session
-        .sql(
+    let direct = rt
+        .block_on(session.sql(
             "SELECT count(*) FROM trades WHERE exchange = ? AND symbol = ?",
             &[&env.asx, &symbol],
-        )
+        ))
         .unwrap();
     assert_eq!(
         in_bars,
@@ -95,7 +95,10 @@ fn round_trip(env: &TestEnv, prefix: &str) {
         "SELECT * FROM read_parquet('s3://not-the-warehouse/x.parquet')".to_string(),
         "SET enable_external_access = true".to_string(),
     ] {
-        let err = session.sql(&refused, &[]).expect_err(&refused).to_string();
+        let err = rt
+            .block_on(session.sql(&refused, &[]))
+            .expect_err(&refused)
+            .to_string();
         assert!(!err.contains("HTTP"), "refused before any request: {err}");
     }
 }

@@ -62,20 +62,21 @@ pub(crate) fn coverage(snapshots: &[k2_query::SnapshotInfo]) -> anyhow::Result<C
 /// `since_us`: the commit time is that of the first snapshot whose offsets cover the record
 /// (records `cover` knows no snapshot for are left out).
 pub(crate) fn sampled_commits(
+    rt: &tokio::runtime::Runtime,
     session: &k2_query::Session,
     table: &str,
     since_us: i64,
     sample: usize,
     cover: &Coverage,
 ) -> anyhow::Result<Vec<(i64, i64)>> {
-    let batches = session.sql(
+    let batches = rt.block_on(session.sql(
         &format!(
             "SELECT kafka_topic, kafka_partition, kafka_offset, epoch_us(exchange_timestamp)
              FROM {table} WHERE exchange_timestamp >= make_timestamptz(?::BIGINT)
              USING SAMPLE {sample} ROWS"
         ),
         &[&since_us],
-    )?;
+    ))?;
     let mut out = Vec::new();
     for b in &batches {
         let topic = b.column(0).as_string::<i32>();
@@ -130,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let cover = coverage(&snapshots)?;
         for (produced_at, committed_at) in
-            sampled_commits(&session, table, since, args.sample, &cover)?
+            sampled_commits(&rt, &session, table, since, args.sample, &cover)?
         {
             latencies.push(committed_at - produced_at);
             produced.push(produced_at);

@@ -306,7 +306,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         first,
         last,
         ..
-    } = survey(&session)?;
+    } = survey(&rt, &session)?;
     let day_start = (first + (last - first) / 2)
         .date_naive()
         .and_hms_opt(0, 0, 0)

@@ -127,26 +127,26 @@ fn first_strings(batches: Vec<arrow::record_batch::RecordBatch>) -> Vec<String> 
         .collect()
 }
 
-pub fn survey(session: &k2_query::Session) -> anyhow::Result<Survey> {
-    let total: i64 = session.sql("SELECT count(*) FROM trades", &[])?[0]
+pub fn survey(rt: &tokio::runtime::Runtime, session: &k2_query::Session) -> anyhow::Result<Survey> {
+    let total: i64 = rt.block_on(session.sql("SELECT count(*) FROM trades", &[]))?[0]
         .column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()
         .value(0);
-    let by_count = first_strings(session.sql(
+    let by_count = first_strings(rt.block_on(session.sql(
         "SELECT symbol, count(*) AS n FROM trades WHERE exchange = 'asx'
          GROUP BY symbol ORDER BY n DESC, symbol",
         &[],
-    )?);
+    ))?);
     anyhow::ensure!(!by_count.is_empty(), "the trades table has no ASX trades");
     let busiest = by_count[0].clone();
     let typical = by_count[by_count.len() / 2].clone();
     // By count, the symbols are every ASX symbol; sorted for the requests.
     let mut all = by_count.clone();
     all.sort();
-    let span = session.sql(
+    let span = rt.block_on(session.sql(
         "SELECT epoch_us(min(exchange_timestamp)), epoch_us(max(exchange_timestamp)) FROM trades",
         &[],
-    )?;
+    ))?;
     let micros = |c: usize| {
         span[0]
             .column(c)
@@ -198,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         all,
         first,
         last,
-    } = survey(&session)?;
+    } = survey(&rt, &session)?;
     // A whole day in the middle of the data (one that exists in the as-of snapshot too).
     let day_start: DateTime<Utc> = {
         let mid = first + (as_of.min(last) - first) / 2;

@@ -304,7 +304,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         snapshots.sort_by_key(|s| (s.committed_at, s.snapshot_id));
         let cover = coverage(&snapshots)?;
         let since = started.timestamp_micros();
-        for (produced_at, committed_at) in sampled_commits(&session, table, since, 300_000, &cover)?
+        for (produced_at, committed_at) in
+            sampled_commits(&rt, &session, table, since, 300_000, &cover)?
         {
             let w = bounds.partition_point(|end| *end < produced_at);
             if let Some(l) = latencies.get_mut(w) {
@@ -325,12 +326,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut duplicated = 0i64;
     let mut rows = HashMap::new();
     for table in TABLES {
-        let b = session.sql(
+        let b = rt.block_on(session.sql(
             &format!(
                 "SELECT count(*), count(DISTINCT (kafka_topic, kafka_partition, kafka_offset)) FROM {table}"
             ),
             &[],
-        )?;
+        ))?;
         let all = b[0].column(0).as_primitive::<Int64Type>().value(0);
         let distinct = b[0].column(1).as_primitive::<Int64Type>().value(0);
         duplicated += all - distinct;

@@ -51,21 +51,37 @@ impl Located {
     }
 }
 
-/// One spelling per file: `s3a://` → `s3://`, `/path` and `file:/path` → `file:///path`.
+/// One spelling per file: `s3a://` → `s3://`, `/path` and `file:/path` → `file:///path`,
+/// and a local path without `.` or `..` segments (`file:///w/config/../t` and
+/// `file:///w/t` are one file: tables K2 created before it cleaned its paths carry the
+/// first spelling, other engines write the second). S3 keys stay as they are: `..` is an
+/// ordinary key there.
 pub fn canonical_uri(uri: &str) -> String {
     if let Some(rest) = uri.strip_prefix("s3a://") {
         return format!("s3://{rest}");
     }
-    if uri.starts_with("s3://") || uri.starts_with("file:///") {
+    let Some(path) = local_path(uri) else {
         return uri.to_string();
-    }
+    };
+    use path_clean::PathClean;
+    let clean = std::path::Path::new(&path).clean();
+    // Cleaning drops a trailing slash; a directory's URI keeps it.
+    let slash = if path.len() > 1 && path.ends_with('/') {
+        "/"
+    } else {
+        ""
+    };
+    format!("file://{}{slash}", clean.display())
+}
+
+/// The local path of a `file:` URI or a bare absolute path, as spelled (the file system
+/// resolves its `..` after any symlink; cleaning it lexically could name another
+/// directory).
+fn local_path(uri: &str) -> Option<String> {
     if let Some(rest) = uri.strip_prefix("file:") {
-        return format!("file:///{}", rest.trim_start_matches('/'));
+        return Some(format!("/{}", rest.trim_start_matches('/')));
     }
-    if uri.starts_with('/') {
-        return format!("file://{uri}");
-    }
-    uri.to_string()
+    uri.starts_with('/').then(|| uri.to_string())
 }
 
 /// The object store holding `location` (a `file://` or `s3://` URI under the warehouse's
@@ -75,8 +91,8 @@ pub fn locate(config: &K2Config, location: &str) -> Result<Located, WarehouseErr
 }
 
 fn locate_inner(config: &K2Config, location: &str) -> Result<Located, String> {
-    let location = canonical_uri(location);
-    if let Some(dir) = location.strip_prefix("file://") {
+    if let Some(dir) = local_path(location) {
+        let dir = dir.as_str();
         // Rooted at the location itself: a store path would percent-encode characters such
         // as `~` in the directory's name, and the local store would then look elsewhere.
         let fs =
@@ -87,6 +103,7 @@ fn locate_inner(config: &K2Config, location: &str) -> Result<Located, String> {
             root: format!("file://{}/", dir.trim_end_matches('/')),
         });
     }
+    let location = canonical_uri(location);
     let rest = location
         .strip_prefix("s3://")
         .ok_or_else(|| "expected file:// or s3://bucket/prefix".to_string())?;
@@ -132,8 +149,8 @@ fn unusable(config: &K2Config, location: &str, message: String) -> WarehouseErro
 /// Writes and deletes a small object under `<warehouse>/_k2/`.
 pub async fn probe(config: &K2Config) -> Result<(), WarehouseError> {
     let location = &config.warehouse.location;
-    if let Some(dir) = canonical_uri(location).strip_prefix("file://") {
-        std::fs::create_dir_all(dir)
+    if let Some(dir) = local_path(location) {
+        std::fs::create_dir_all(&dir)
             .map_err(|e| unusable(config, location, format!("cannot create {dir}: {e}")))?;
     }
     let Located { store, prefix, .. } = locate(config, location)?;
@@ -170,6 +187,16 @@ mod tests {
         assert_eq!(
             canonical_uri("file:///tmp/w/x.parquet"),
             "file:///tmp/w/x.parquet"
+        );
+        assert_eq!(
+            canonical_uri("file:///tmp/w/config/../.k2/./x.parquet"),
+            "file:///tmp/w/.k2/x.parquet"
+        );
+        assert_eq!(canonical_uri("/tmp/w/a/../b/"), "file:///tmp/w/b/");
+        assert_eq!(
+            canonical_uri("s3://b/a/../x"),
+            "s3://b/a/../x",
+            "a key, not a path"
         );
     }
 

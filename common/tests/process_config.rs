@@ -11,22 +11,10 @@ fn shipped_path() -> PathBuf {
 }
 
 fn repo_root() -> PathBuf {
-    normal(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
-fn normal(p: &Path) -> PathBuf {
-    // Resolve `..` without touching the file system (the state dir may not exist yet).
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            c => out.push(c),
-        }
-    }
-    out
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Runs `f` with only the given K2_* variables set (figment's Jail isolates the
@@ -66,9 +54,10 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 fn shipped_config_is_the_embedded_default() {
     let c = with_env(&[], || K2Config::load(shipped_path())).unwrap();
     let root = repo_root();
-    assert_eq!(normal(&c.state_dir), root.join(".k2"));
-    assert_eq!(normal(&c.topics_file), root.join("config/topics.yaml"));
-    assert_eq!(normal(&c.schemas.dir), root.join("schemas"));
+    // Exactly, not up to `..`: these paths end up in every table location and file URI.
+    assert_eq!(c.state_dir, root.join(".k2"));
+    assert_eq!(c.topics_file, root.join("config/topics.yaml"));
+    assert_eq!(c.schemas.dir, root.join("schemas"));
     assert_eq!(c.kafka.group_id, "k2-iceberg-writer");
     assert_eq!(c.kafka.bootstrap_servers, "127.0.0.1:9092");
     let CatalogConfig::Sql { uri, name, .. } = &c.catalog else {
@@ -78,11 +67,11 @@ fn shipped_config_is_the_embedded_default() {
     let db = uri.expose().strip_prefix("sqlite:").unwrap();
     assert!(db.ends_with("catalog.db?mode=rwc"), "{db}");
     assert_eq!(
-        normal(Path::new(db.split('?').next().unwrap())),
+        Path::new(db.split('?').next().unwrap()),
         root.join(".k2/catalog.db")
     );
     let wh = c.warehouse.location.strip_prefix("file://").unwrap();
-    assert_eq!(normal(Path::new(wh)), root.join(".k2/warehouse"));
+    assert_eq!(Path::new(wh), root.join(".k2/warehouse"));
     assert_eq!(c.sink.commit.max_records, 500_000);
     assert_eq!(c.sink.commit.max_bytes.as_u64(), 128 * 1024 * 1024);
     assert_eq!(c.sink.commit.interval, Duration::from_secs(10));
@@ -90,6 +79,40 @@ fn shipped_config_is_the_embedded_default() {
     assert!(c.schema_registry.is_none());
     assert_eq!(c.schemas.ids().len(), 3);
     assert!(c.schemas.ids()[&1].ends_with("schemas/trade.avsc"));
+}
+
+#[test]
+fn paths_are_absolute_and_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(base.join("config")).unwrap();
+    let p = write_config(
+        &base.join("config"),
+        "state_dir = \"../state/./here/..\"\ntopics_file = \"./../config/topics.yaml\"\n\
+         [warehouse]\nlocation = \"file:///srv/a/../w\"\n[catalog]\ntype = \"sql\"\n\
+         uri = \"sqlite:sub/../k2.db\"\n",
+    );
+    let c = with_env(&[], || K2Config::load(&p)).unwrap();
+    assert_eq!(c.state_dir, base.join("state"));
+    assert_eq!(c.topics_file, base.join("config/topics.yaml"));
+    assert_eq!(c.warehouse.location, "file:///srv/w");
+    let CatalogConfig::Sql { uri, .. } = &c.catalog else {
+        panic!()
+    };
+    assert_eq!(
+        uri.expose(),
+        format!("sqlite:{}?mode=rwc", base.join("state/k2.db").display())
+    );
+    // A relative warehouse, under the state directory.
+    let p = write_config(
+        &base.join("config"),
+        "state_dir = \"../s\"\n[warehouse]\nlocation = \"x/../wh\"\n",
+    );
+    let c = with_env(&[], || K2Config::load(&p)).unwrap();
+    assert_eq!(
+        c.warehouse.location,
+        format!("file://{}", base.join("s/wh").display())
+    );
 }
 
 #[test]

@@ -154,10 +154,10 @@ impl PySession {
                 .map(|(i, v)| values::param(&v?, i))
                 .collect::<PyResult<_>>()?,
         };
-        self.with(py, move |s, _| {
+        self.with(py, move |s, cancel| {
             let refs: Vec<&dyn duckdb::ToSql> =
                 bound.iter().map(|v| v as &dyn duckdb::ToSql).collect();
-            s.sql(&query, &refs)
+            cancel.block_on(s.sql(&query, &refs))?
         })
         .map(QueryResult::new)
     }
@@ -333,7 +333,7 @@ impl PySession {
 
     /// Column names and DuckDB types of a view.
     fn describe(&self, py: Python<'_>, table: String) -> PyResult<Vec<(String, String)>> {
-        self.with(py, move |s, _| s.describe(&table))
+        self.with(py, move |s, cancel| cancel.block_on(s.describe(&table))?)
     }
 
     /// Releases the DuckDB connection (also on leaving a `with` block).

@@ -198,7 +198,9 @@ impl Shell {
         if let Some(dot) = input.strip_prefix('.') {
             self.dot(dot)?;
         } else {
-            let batches = self.session.sql(input.trim_end_matches(';'), &[])?;
+            let batches = self
+                .runtime
+                .block_on(self.session.sql(input.trim_end_matches(';'), &[]))?;
             self.print(&batches)?;
         }
         if self.timer {
@@ -220,7 +222,7 @@ impl Shell {
                 }
             }
             ["schema", table] => {
-                for (col, ty) in self.session.describe(table)? {
+                for (col, ty) in self.runtime.block_on(self.session.describe(table))? {
                     println!("{col}\t{ty}");
                 }
             }
@@ -292,9 +294,10 @@ impl Shell {
 
     /// The exchange when `--exchange` is omitted: the only one with trades.
     fn only_exchange(&self) -> anyhow::Result<String> {
-        let b = self
-            .session
-            .sql("SELECT DISTINCT exchange FROM trades ORDER BY 1", &[])?;
+        let b = self.runtime.block_on(
+            self.session
+                .sql("SELECT DISTINCT exchange FROM trades ORDER BY 1", &[]),
+        )?;
         let names: Vec<String> = b
             .iter()
             .flat_map(|b| {

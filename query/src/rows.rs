@@ -28,7 +28,11 @@ pub fn from_batches<T: DeserializeOwned>(batches: &[RecordBatch]) -> Result<Vec<
 
 impl Session {
     /// [`Session::sql`] with every row deserialized into a `T`.
-    pub fn rows<T: DeserializeOwned>(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<T>> {
-        from_batches(&self.sql(query, params)?)
+    pub async fn rows<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        params: &[&dyn ToSql],
+    ) -> Result<Vec<T>> {
+        from_batches(&self.sql(query, params).await?)
     }
 }

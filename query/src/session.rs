@@ -1,5 +1,11 @@
 //! A read-only DuckDB connection whose views `trades`, `quotes`, `reference_data` and
 //! `sequence_events` read exactly the data files of the pinned snapshots.
+//!
+//! The views are planned and bound on the first SQL statement, not when the session
+//! opens: a view lists every data file of its table, and binding it reads every file's
+//! footer, a cost that grows with the table's history. The questions (OHLCV, trades,
+//! quotes, markouts…) plan only the files their range can touch, so a backtest that asks
+//! only them never pays it (bench/history).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +22,8 @@ pub struct Session {
     conn: Connection,
     pinned: Pinned,
     timezones: BTreeMap<String, chrono_tz::Tz>,
+    /// Set once the SQL views exist.
+    views: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for Session {
@@ -96,26 +104,39 @@ impl Session {
     ) -> Result<Self> {
         let conn = Connection::open_in_memory()?;
         warehouse.connect(&conn)?;
-        for (name, t) in &pinned.tables {
-            let select = match t.snapshot_id {
-                Some(id) => {
-                    let files = plan::data_files(&t.table, id, &Filter::default()).await?;
-                    if files.is_empty() {
-                        empty_select(t)
-                    } else {
-                        format!("SELECT * FROM {}", read_parquet(&files))
-                    }
-                }
-                None => empty_select(t),
-            };
-            conn.execute_batch(&format!("CREATE VIEW \"{name}\" AS {select}"))?;
-        }
         warehouse.lock_down(&conn)?;
         Ok(Session {
             conn,
             pinned,
             timezones,
+            views: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Creates the table views, once. (`OR REPLACE`: after a failure part-way, the next
+    /// statement tries them all again.)
+    async fn views(&self) -> Result<()> {
+        self.views
+            .get_or_try_init(|| async {
+                for (name, t) in &self.pinned.tables {
+                    let select = match t.snapshot_id {
+                        Some(id) => {
+                            let files = plan::data_files(&t.table, id, &Filter::default()).await?;
+                            if files.is_empty() {
+                                empty_select(t)
+                            } else {
+                                format!("SELECT * FROM {}", read_parquet(&files))
+                            }
+                        }
+                        None => empty_select(t),
+                    };
+                    self.conn
+                        .execute_batch(&format!("CREATE OR REPLACE VIEW \"{name}\" AS {select}"))?;
+                }
+                Ok::<(), QueryError>(())
+            })
+            .await?;
+        Ok(())
     }
 
     pub fn pinned(&self) -> &Pinned {
@@ -124,8 +145,9 @@ impl Session {
 
     /// Runs SQL with bound parameters; the result as Arrow batches. Only queries run
     /// (SELECT, WITH, VALUES, FROM, DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN of those).
-    pub fn sql(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
+    pub async fn sql(&self, query: &str, params: &[&dyn ToSql]) -> Result<Vec<RecordBatch>> {
         self.check_query(query)?;
+        self.views().await?;
         self.run(query, params)
     }
 
@@ -184,10 +206,11 @@ impl Session {
     }
 
     /// Column names and types of a view (`.schema`).
-    pub fn describe(&self, table: &str) -> Result<Vec<(String, String)>> {
+    pub async fn describe(&self, table: &str) -> Result<Vec<(String, String)>> {
         if !self.pinned.tables.contains_key(table) {
             return Err(QueryError::UnknownTable(table.to_string()));
         }
+        self.views().await?;
         let mut stmt = self.conn.prepare(&format!("DESCRIBE \"{table}\""))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)

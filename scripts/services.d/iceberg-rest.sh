@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The Apache Iceberg REST catalog on PostgreSQL — the catalog docker-compose.yml runs (the
 # apache/iceberg-rest-fixture code), natively: the runnable iceberg-open-api jar and the
 # PostgreSQL JDBC driver from Maven Central, started by a ten-line launcher
@@ -37,11 +38,8 @@ iceberg-rest_install() {
 }
 
 iceberg-rest_start() {
-  if tcp_open "$REST_CATALOG_HOST" "$REST_CATALOG_PORT"; then
-    pid_alive "$REST_CATALOG_DIR/pid" && return 0
-    [[ -n $(java_service_pid "$REST_CATALOG_MARKER") ]] && return 0
-    die "port $REST_CATALOG_HOST:$REST_CATALOG_PORT is taken by a process K2 did not start"
-  fi
+  already_up iceberg-rest "$REST_CATALOG_HOST" "$REST_CATALOG_PORT" "$REST_CATALOG_DIR/pid" \
+    "$(java_service_pid "$REST_CATALOG_MARKER")" && return 0
   postgres_status >/dev/null || die "iceberg-rest needs postgres up (scripts/services up postgres)"
   s3_status >/dev/null || die "iceberg-rest needs s3 up (scripts/services up s3)"
   if ! postgres_psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'iceberg'" | grep -q 1; then
@@ -49,6 +47,7 @@ iceberg-rest_start() {
   fi
   mkdir -p "$REST_CATALOG_DIR"
   # The fixture's CATALOG_* convention: CATALOG_A_B__C is the catalog property a.b-c.
+  # shellcheck disable=SC2086  # the heap options are several words
   (cd "$REST_CATALOG_DIR" && exec env \
       CATALOG_URI="jdbc:postgresql://$POSTGRES_HOST:$POSTGRES_PORT/iceberg" \
       CATALOG_JDBC_USER="$POSTGRES_USER" CATALOG_JDBC_PASSWORD="$POSTGRES_PASSWORD" \

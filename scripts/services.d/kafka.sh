@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Apache Kafka in KRaft mode: one process, broker and controller combined, on 127.0.0.1.
 # Installed from Maven Central only (ADR-16): the runtime closure of
 # org.apache.kafka:kafka_2.13 is copied once into $K2_CACHE/kafka-<version>/libs by
@@ -133,17 +134,8 @@ YAML
 }
 
 kafka_start() {
-  if tcp_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    pid_alive "$KAFKA_DIR/pid" && return 0
-    local other
-    other=$(java_service_pid "$KAFKA_MARKER")
-    if [[ -n $other ]]; then
-      log "kafka: using the K2 broker already running on $KAFKA_HOST:$KAFKA_PORT (pid $other)"
-      kafka_wait_ready
-      return 0
-    fi
-    die "port $KAFKA_HOST:$KAFKA_PORT is taken by a process K2 did not start"
-  fi
+  already_up kafka "$KAFKA_HOST" "$KAFKA_PORT" "$KAFKA_DIR/pid" \
+    "$(java_service_pid "$KAFKA_MARKER")" kafka_wait_ready && return 0
   tcp_open "$KAFKA_HOST" "$KAFKA_CONTROLLER_PORT" \
     && die "the controller port $KAFKA_HOST:$KAFKA_CONTROLLER_PORT is taken by another process"
   kafka_write_config
@@ -158,6 +150,7 @@ kafka_start() {
       || die "kafka: formatting storage in $KAFKA_DIR/data failed (see $KAFKA_DIR/logs/format.log)"
   fi
   # The JVM flags of the Apache distribution's kafka-run-class.sh, with a smaller heap.
+  # shellcheck disable=SC2086  # the heap options are several words
   (cd "$KAFKA_DIR" && exec setsid java -Dk2.service="$KAFKA_MARKER" \
       ${K2_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # PostgreSQL for the Iceberg SQL catalog a shared deployment uses: Debian's postgresql
 # package (installed by scripts/bootstrap), run as a cluster of K2's own under
 # $K2_SERVICES_DIR/postgres — never the system's cluster or its service.
@@ -16,9 +17,10 @@ POSTGRES_PASSWORD=k2-password
 POSTGRES_DB=k2
 
 postgres_bin() {
-  local dir
-  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [[ -n $dir ]] || return 1
+  local dirs dir
+  dirs=(/usr/lib/postgresql/*/bin)
+  [[ -d ${dirs[0]} ]] || return 1
+  dir=$(printf '%s\n' "${dirs[@]}" | sort -V | tail -n 1)
   printf '%s/%s\n' "$dir" "$1"
 }
 
@@ -37,10 +39,7 @@ postgres_install() {
 
 postgres_start() {
   local data="$POSTGRES_DIR/data"
-  if tcp_open "$POSTGRES_HOST" "$POSTGRES_PORT"; then
-    postgres_running && return 0
-    die "port $POSTGRES_HOST:$POSTGRES_PORT is taken by a process this services dir did not start"
-  fi
+  already_up postgres "$POSTGRES_HOST" "$POSTGRES_PORT" "$data/postmaster.pid" && return 0
   mkdir -p "$POSTGRES_DIR"
   [[ $(id -u) == 0 ]] && chown postgres: "$POSTGRES_DIR"
   if [[ ! -f $data/PG_VERSION ]]; then
@@ -69,7 +68,7 @@ postgres_start() {
 
 # postgres_running: the server of this services dir is up.
 postgres_running() {
-  [[ -f $POSTGRES_DIR/data/postmaster.pid ]] && kill -0 "$(head -n 1 "$POSTGRES_DIR/data/postmaster.pid")" 2>/dev/null
+  pid_alive "$POSTGRES_DIR/data/postmaster.pid"
 }
 
 postgres_stop() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Prometheus, from Debian's package unpacked into the cache by scripts/bootstrap (never
 # installed as a system service), on 127.0.0.1 with K2's alert rules.
 #
@@ -19,10 +20,7 @@ prometheus_install() {
 }
 
 prometheus_start() {
-  if tcp_open "$PROMETHEUS_HOST" "$PROMETHEUS_PORT"; then
-    pid_alive "$PROMETHEUS_DIR/pid" && return 0
-    die "port $PROMETHEUS_HOST:$PROMETHEUS_PORT is taken by a process this services dir did not start"
-  fi
+  already_up prometheus "$PROMETHEUS_HOST" "$PROMETHEUS_PORT" "$PROMETHEUS_DIR/pid" && return 0
   [[ -f $PROMETHEUS_CONFIG ]] || die "prometheus: no configuration at $PROMETHEUS_CONFIG"
   mkdir -p "$PROMETHEUS_DIR/data"
   "$K2_CACHE/prometheus/usr/bin/promtool" check config "$PROMETHEUS_CONFIG" >"$PROMETHEUS_DIR/check.log" 2>&1 \

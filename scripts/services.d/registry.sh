@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A real Confluent-API Schema Registry: Apicurio Registry 3 (Apache-2.0), whose
 # Confluent-compatible API lives under /apis/ccompat/v7. Installed from Maven Central
 # (io.apicurio:apicurio-registry-app:<v>:tar.gz:all, a Quarkus application) into
@@ -34,20 +35,12 @@ registry_install() {
 }
 
 registry_start() {
-  if tcp_open "$REGISTRY_HOST" "$REGISTRY_PORT"; then
-    pid_alive "$REGISTRY_DIR/pid" && return 0
-    local other
-    other=$(java_service_pid "$REGISTRY_MARKER")
-    if [[ -n $other ]]; then
-      log "registry: using the K2 schema registry already running on $REGISTRY_HOST:$REGISTRY_PORT (pid $other)"
-      registry_wait_ready
-      return 0
-    fi
-    die "port $REGISTRY_HOST:$REGISTRY_PORT is taken by a process K2 did not start"
-  fi
+  already_up registry "$REGISTRY_HOST" "$REGISTRY_PORT" "$REGISTRY_DIR/pid" \
+    "$(java_service_pid "$REGISTRY_MARKER")" registry_wait_ready && return 0
   mkdir -p "$REGISTRY_DIR"
   # Quarkus listens on every interface unless told otherwise; the management interface
   # stays off. Access logs are off too (one line per request).
+  # shellcheck disable=SC2086  # the heap options are several words
   (cd "$REGISTRY_DIR" && exec setsid java -Dk2.service="$REGISTRY_MARKER" \
       ${K2_REGISTRY_HEAP_OPTS:--Xms64m -Xmx512m} \
       -Dquarkus.http.host="$REGISTRY_HOST" -Dquarkus.http.port="$REGISTRY_PORT" \

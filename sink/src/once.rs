@@ -20,6 +20,8 @@ use crate::recorded::recorded_offsets;
 
 /// How often the tables are asked about partitions other members hold.
 const REREAD: Duration = Duration::from_secs(1);
+/// How often a member that is not done yet says what it waits for.
+const REPORT: Duration = Duration::from_secs(15);
 
 type Recorded = HashMap<TopicPartition, i64>;
 
@@ -44,6 +46,7 @@ pub struct GroupProgress {
     recorded: Recorded,
     asked: Option<std::sync::mpsc::Receiver<Recorded>>,
     last_asked: Option<Instant>,
+    last_report: Instant,
 }
 
 impl GroupProgress {
@@ -63,6 +66,7 @@ impl GroupProgress {
             recorded: Recorded::new(),
             asked: None,
             last_asked: None,
+            last_report: Instant::now(),
         }
     }
 
@@ -76,11 +80,21 @@ impl GroupProgress {
             self.recorded = recorded;
             self.asked = None;
         }
-        let (done, elsewhere) = standing(&self.watermarks, &self.recorded, held);
-        if !elsewhere.is_empty() {
-            self.ask(&elsewhere);
+        let standing = standing(&self.watermarks, &self.recorded, held);
+        if !standing.elsewhere.is_empty() {
+            self.ask(&standing.elsewhere);
         }
-        done
+        if !standing.done() && self.last_report.elapsed() >= REPORT {
+            // A member that does not stop says why: a partition it reads, or one another
+            // member (perhaps a dead one the coordinator has not yet replaced) holds.
+            self.last_report = Instant::now();
+            tracing::info!(
+                reading = %list(&standing.here),
+                held_elsewhere = %list(&standing.elsewhere),
+                "--once: waiting for the backlog seen at start to be committed"
+            );
+        }
+        standing.done()
     }
 
     /// Starts reading what the tables of these partitions recorded, unless a read is under
@@ -113,31 +127,48 @@ impl GroupProgress {
     }
 }
 
-/// Whether every partition with records at the start is read to its mark by this member
-/// or recorded to it by the tables, and the partitions held elsewhere that are not (yet).
+/// The partitions with records at the start that are not yet read to their mark by this
+/// member (`here`) or recorded to it by the tables (`elsewhere`).
+#[derive(Debug, Default)]
+struct Standing {
+    here: BTreeSet<TopicPartition>,
+    elsewhere: BTreeSet<TopicPartition>,
+}
+
+impl Standing {
+    fn done(&self) -> bool {
+        self.here.is_empty() && self.elsewhere.is_empty()
+    }
+}
+
 fn standing(
     watermarks: &HashMap<TopicPartition, i64>,
     recorded: &Recorded,
     held: impl Fn(&TopicPartition) -> Held,
-) -> (bool, BTreeSet<TopicPartition>) {
-    let mut done = true;
-    let mut elsewhere = BTreeSet::new();
+) -> Standing {
+    let mut out = Standing::default();
     for (tp, &high) in watermarks {
         if high == 0 {
             continue;
         }
         match held(tp) {
             Held::ReadTo(next) if next >= high => {}
-            Held::ReadTo(_) | Held::Starting => done = false,
+            Held::ReadTo(_) | Held::Starting => {
+                out.here.insert(tp.clone());
+            }
             Held::Elsewhere => {
                 if recorded.get(tp).is_none_or(|r| *r < high) {
-                    done = false;
-                    elsewhere.insert(tp.clone());
+                    out.elsewhere.insert(tp.clone());
                 }
             }
         }
     }
-    (done, elsewhere)
+    out
+}
+
+fn list(partitions: &BTreeSet<TopicPartition>) -> String {
+    let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+    names.join(",")
 }
 
 #[cfg(test)]
@@ -165,23 +196,22 @@ mod tests {
             }
         };
         let marks = map(&[(0, 10), (1, 5), (2, 0)]);
-        let (done, ask) = standing(&marks, &map(&[(1, 5)]), held(10));
+        let s = standing(&marks, &map(&[(1, 5)]), held(10));
         assert!(
-            done && ask.is_empty(),
+            s.done() && s.elsewhere.is_empty(),
             "ours read, theirs recorded, the empty one ignored"
         );
-        assert!(
-            !standing(&marks, &map(&[(1, 5)]), held(9)).0,
-            "ours not read to the mark"
-        );
-        let (done, ask) = standing(&marks, &map(&[(1, 4)]), held(10));
-        assert!(!done, "theirs not yet committed to the mark");
+        let s = standing(&marks, &map(&[(1, 5)]), held(9));
+        assert_eq!(s.here, BTreeSet::from([tp(0)]), "ours not read to the mark");
+        assert!(!s.done());
+        let s = standing(&marks, &map(&[(1, 4)]), held(10));
+        assert!(!s.done(), "theirs not yet committed to the mark");
         assert_eq!(
-            ask,
+            s.elsewhere,
             BTreeSet::from([tp(1)]),
             "the tables are asked about theirs"
         );
-        let (done, _) = standing(&map(&[(0, 10)]), &map(&[]), |_| Held::Starting);
-        assert!(!done, "still finding where it starts");
+        let s = standing(&map(&[(0, 10)]), &map(&[]), |_| Held::Starting);
+        assert!(!s.done(), "still finding where it starts");
     }
 }

@@ -93,3 +93,64 @@ print(len(offsets), sum(offsets))
     let mut it = text.split_whitespace().map(|v| v.parse::<i64>().unwrap());
     (it.next().unwrap(), it.next().unwrap())
 }
+
+/// PyIceberg appends `rounds` times five rows of its own to the trades table (copies of
+/// rows already there, relabelled `kafka_topic = "pyiceberg"`, partition = the round,
+/// offsets 0–4), each retried after a commit conflict as a writer beside the sink would.
+/// Returns the conflicts it met; panics if a round cannot commit in 50 attempts.
+pub fn pyiceberg_appends(env: &TestEnv, rounds: i32) -> usize {
+    let script = r#"
+import sys, time
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException
+db, warehouse, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+catalog = SqlCatalog("k2", uri=f"sqlite:///{db}", warehouse=warehouse)
+
+def relabel(rows, name, values):
+    i = rows.schema.get_field_index(name)
+    field = rows.schema.field(i)
+    return rows.set_column(i, field, pa.array(values, field.type))
+
+conflicts = 0
+for r in range(rounds):
+    for attempt in range(50):
+        table = catalog.load_table("market_data.trades")
+        rows = table.scan(limit=5).to_arrow().slice(0, 5)
+        if rows.num_rows < 5:
+            time.sleep(0.2)
+            continue
+        rows = relabel(rows, "kafka_topic", ["pyiceberg"] * 5)
+        rows = relabel(rows, "kafka_partition", [r] * 5)
+        rows = relabel(rows, "kafka_offset", list(range(5)))
+        try:
+            table.append(rows)
+            break
+        except CommitFailedException:
+            conflicts += 1
+            time.sleep(0.05)
+    else:
+        sys.exit(f"round {r}: no commit in 50 attempts")
+    time.sleep(0.2)
+print(conflicts)
+"#;
+    let out = std::process::Command::new(crate::registry::python())
+        .args([
+            "-c",
+            script,
+            env.dir.path().join("state/catalog.db").to_str().unwrap(),
+            &format!(
+                "file://{}",
+                env.dir.path().join("state/warehouse").display()
+            ),
+            &rounds.to_string(),
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "PyIceberg appending: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use path_clean::PathClean;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Properties, RedactedUrl, Secret};
@@ -501,19 +502,27 @@ impl K2Config {
         Ok(config)
     }
 
+    /// Makes every path absolute and clean (no `.` or `..`): K2 writes them into table
+    /// locations and every file's URI, where another engine's spelling of the same file
+    /// must match K2's (tools compare path prefixes). The config's own directory is
+    /// resolved by the file system (it exists; a symlink there is followed), what the
+    /// config adds to it lexically.
     fn resolve_paths(&mut self, base: &Path) {
         let base = if base.as_os_str().is_empty() {
             Path::new(".")
         } else {
             base
         };
-        let abs = |p: &Path| {
-            let joined = if p.is_absolute() {
-                p.to_path_buf()
+        let base = base
+            .canonicalize()
+            .or_else(|_| std::path::absolute(base))
+            .unwrap_or_else(|_| base.to_path_buf());
+        let abs = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.clean()
             } else {
-                base.join(p)
-            };
-            std::path::absolute(&joined).unwrap_or(joined)
+                base.join(p).clean()
+            }
         };
         self.state_dir = abs(&self.state_dir);
         self.topics_file = abs(&self.topics_file);
@@ -529,9 +538,9 @@ impl K2Config {
             if !file.is_empty() && file != ":memory:" {
                 let p = Path::new(file);
                 let p = if p.is_absolute() {
-                    p.to_path_buf()
+                    p.clean()
                 } else {
-                    self.state_dir.join(p)
+                    self.state_dir.join(p).clean()
                 };
                 // rwc: create the database on first use (sqlx opens read-write only).
                 let query = if query.is_empty() {
@@ -543,12 +552,14 @@ impl K2Config {
             }
         }
         let loc = &self.warehouse.location;
-        if !loc.contains("://") {
+        if let Some(dir) = loc.strip_prefix("file://") {
+            self.warehouse.location = format!("file://{}", Path::new(dir).clean().display());
+        } else if !loc.contains("://") {
             let p = Path::new(loc);
             let p = if p.is_absolute() {
-                p.to_path_buf()
+                p.clean()
             } else {
-                self.state_dir.join(p)
+                self.state_dir.join(p).clean()
             };
             self.warehouse.location = format!("file://{}", p.display());
         }
