@@ -182,12 +182,16 @@ impl Lake {
     }
 
     fn committer_through(&self, faulty: &Arc<Faulty>, writer: &str) -> Committer {
+        self.counted_through(faulty, writer, &Metrics::new())
+    }
+
+    fn counted_through(&self, faulty: &Arc<Faulty>, writer: &str, metrics: &Metrics) -> Committer {
         Committer::new(
             faulty.clone(),
             faulty.clone(),
             "group",
             writer,
-            Metrics::new(),
+            metrics.clone(),
         )
     }
 
@@ -293,7 +297,8 @@ fn a_commit_whose_acknowledgement_was_lost_is_recognised_not_repeated() {
     let lake = Lake::new();
     let faulty = lake.faulty();
     faulty.lose_ack.store(true, Ordering::SeqCst);
-    let committer = lake.committer_through(&faulty, "a");
+    let metrics = Metrics::new();
+    let committer = lake.counted_through(&faulty, "a", &metrics);
     let tables = lake
         .rt
         .block_on(committer.commit_tables(1, lake.job(0, 6)))
@@ -301,6 +306,20 @@ fn a_commit_whose_acknowledgement_was_lost_is_recognised_not_repeated() {
     assert!(!faulty.lose_ack.load(Ordering::SeqCst), "the fault fired");
     assert_eq!(outcome(&tables), &RangeOutcome::Committed);
     assert_eq!(lake.state(), (1, 6, Some(6)), "one snapshot, six rows");
+    // Recognised later, the commit is accounted for as if its reply had come back.
+    let text = metrics.encode();
+    for counted in [
+        "k2_data_files_total{table=\"trades\"} 1",
+        "k2_records_written_total{table=\"trades\"} 6",
+    ] {
+        assert!(text.contains(counted), "{counted} in:\n{text}");
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("k2_data_file_bytes_total{table=\"trades\"} ") && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
     // The next job follows on from the landed one.
     let tables = lake
         .rt
@@ -318,13 +337,20 @@ fn a_competing_commit_between_check_and_commit_fences_the_partition() {
     // check its offsets (nothing recorded). Staged on a newer head, the append would land
     // ten rows, four of them twice; staged on what was checked, it conflicts.
     *faulty.competitor.lock().unwrap() = Some((lake.committer("b"), lake.job(0, 4)));
+    let metrics = Metrics::new();
     let tables = lake
         .rt
         .block_on(
-            lake.committer_through(&faulty, "a")
+            lake.counted_through(&faulty, "a", &metrics)
                 .commit_tables(1, lake.job(0, 6)),
         )
         .unwrap();
+    // The lost compare-and-swap is a retry like any other: counted, visible.
+    let text = metrics.encode();
+    assert!(
+        text.contains("k2_retries_total{operation=\"commit_conflict\"} 1"),
+        "{text}"
+    );
     assert!(
         faulty.competitor.lock().unwrap().is_none(),
         "the competitor ran"
