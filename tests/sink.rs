@@ -129,6 +129,16 @@ fn lands_every_record_once_with_values_partitions_and_sort_order() {
     check_quote_values(&quotes, &first.quotes);
     tables::check_files(&trades);
     tables::check_files(&quotes);
+    // Sorted, and saying so: every file names the table's sort order (engines that plan
+    // by it, e.g. Spark's compaction, read an absent id as "unsorted").
+    for table in ["trades", "quotes"] {
+        let (order, files) = rt.block_on(tables::sort_order_ids(&env, table));
+        assert!(order > 0, "{table} declares a sort order");
+        assert!(
+            !files.is_empty() && files.iter().all(|id| *id == Some(order as i32)),
+            "{table}: {files:?}, order {order}"
+        );
+    }
     let summary = trades.snapshots.last().expect("a snapshot");
     assert!(summary.contains_key("k2.kafka-offsets"), "{summary:?}");
     assert_eq!(summary["k2.consumer-group"], env.group);

@@ -51,6 +51,36 @@ pub async fn catalog(env: &TestEnv) -> Arc<dyn Catalog> {
         .expect("catalog")
 }
 
+/// `(table's default sort order id, each live data file's sort_order_id)` at the current
+/// snapshot, as the manifests record them.
+pub async fn sort_order_ids(env: &TestEnv, table: &str) -> (i64, Vec<Option<i32>>) {
+    let catalog = catalog(env).await;
+    let ident = TableIdent::new(NamespaceIdent::new("market_data".into()), table.into());
+    let table = catalog.load_table(&ident).await.expect("the table");
+    let metadata = table.metadata();
+    let snapshot = metadata.current_snapshot().expect("a snapshot");
+    let list = table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .expect("the manifest list");
+    let mut ids = Vec::new();
+    for manifest in list.entries() {
+        let manifest = manifest
+            .load_manifest(table.file_io())
+            .await
+            .expect("a manifest");
+        ids.extend(
+            manifest
+                .entries()
+                .iter()
+                .filter(|e| e.is_alive())
+                .map(|e| e.data_file().sort_order_id()),
+        );
+    }
+    (metadata.default_sort_order_id(), ids)
+}
+
 /// Scans `market_data.<table>`; an absent table scans as empty.
 pub async fn scan(env: &TestEnv, table: &str) -> Scanned {
     let catalog = catalog(env).await;
