@@ -22,6 +22,11 @@ use k2_common::config::{K2Config, TopicsConfig};
 use k2_common::registry::SchemaRegistryClient;
 use k2_common::startup::Program;
 
+/// glibc's malloc kept the peaks of manifest merges resident for good; jemalloc returns
+/// freed pages after a few seconds (ADR-24).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "k2-admin",

@@ -18,6 +18,11 @@ mod usage;
 
 use clap::{Parser, Subcommand};
 
+/// glibc's malloc kept the peaks of manifest merges resident for good; jemalloc returns
+/// freed pages after a few seconds (ADR-24).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "k2-bench", about = "K2 benchmarks")]
 struct Cli {

@@ -21,6 +21,11 @@ use k2_sink::ingest::{Mode, Sink};
 use k2_sink::instrumentation::Metrics;
 use k2_table::layout::{TableLayout, ensure_table};
 
+/// glibc's malloc kept the peaks of manifest merges resident for good; jemalloc returns
+/// freed pages after a few seconds (ADR-24).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "k2-sink",

@@ -18,6 +18,7 @@
 //! stay `ADDED`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestFile, ManifestListWriter,
@@ -27,9 +28,7 @@ use iceberg::spec::{
 use iceberg::table::Table;
 use iceberg::{ErrorKind, TableRequirement, TableUpdate};
 
-use super::{
-    ManifestCache, StageError, Staged, manifest_list_path, metadata_file, new_snapshot_id, totals,
-};
+use super::{StageError, Staged, manifest_list_path, metadata_file, new_snapshot_id, totals};
 
 /// Iceberg's property names and defaults for manifest merging.
 pub const MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
@@ -281,14 +280,13 @@ async fn merged(
         }
     }
     let mut out = Vec::new();
-    let mut cache = ManifestCache::default();
     for ((spec_id, _), group) in groups {
         for bin in pack_end(group, policy.target_size_bytes) {
             let holds_new = bin.iter().any(|mf| new_paths.contains(&mf.manifest_path));
             if bin.len() == 1 || (holds_new && bin.len() < policy.min_count_to_merge) {
                 out.extend(bin);
             } else {
-                out.push(merge_bin(table, &bin, spec_id, snapshot_id, &mut cache).await?);
+                out.push(merge_bin(table, &bin, spec_id, snapshot_id).await?);
                 // This commit's own manifest, merged before any list named it: nothing
                 // references it, now or ever.
                 for mf in bin
@@ -332,13 +330,15 @@ fn pack_end(items: Vec<ManifestFile>, target: u64) -> Vec<Vec<ManifestFile>> {
     bins
 }
 
-/// One manifest with the live entries of `bin`.
+/// One manifest with the live entries of `bin`. The writer holds every entry until it
+/// writes, so the bin's manifests are read one at a time and their entries moved into it:
+/// a merge then holds the bin's entries once, not twice (a bin is up to the target size of
+/// Avro, several times that decoded — the sink's largest transient allocation).
 async fn merge_bin(
     table: &Table,
     bin: &[ManifestFile],
     spec_id: i32,
     snapshot_id: i64,
-    cache: &mut ManifestCache,
 ) -> Result<ManifestFile, StageError> {
     let m = table.metadata();
     let spec = m.partition_spec_by_id(spec_id).ok_or_else(|| {
@@ -356,18 +356,24 @@ async fn merge_bin(
     )
     .build_v2_data();
     for mf in bin {
-        let manifest = cache.load(table, mf).await?;
-        for entry in manifest.entries() {
+        let (entries, _) = mf.load_manifest(table.file_io()).await?.into_parts();
+        for entry in entries {
             if !entry.is_alive() {
                 continue;
             }
-            let file = entry.data_file().clone();
+            // Freshly read, so nothing else holds the entry: moved, not copied.
+            let entry = Arc::try_unwrap(entry).unwrap_or_else(|shared| (*shared).clone());
             let Some(seq) = entry.sequence_number else {
                 return Err(missing_sequence(entry.file_path()));
             };
             match entry.snapshot_id {
-                Some(id) if id == snapshot_id => writer.add_file(file, seq)?,
-                Some(id) => writer.add_existing_file(file, id, seq, entry.file_sequence_number)?,
+                Some(id) if id == snapshot_id => writer.add_file(entry.data_file, seq)?,
+                Some(id) => writer.add_existing_file(
+                    entry.data_file,
+                    id,
+                    seq,
+                    entry.file_sequence_number,
+                )?,
                 None => return Err(missing_sequence(entry.file_path())),
             }
         }
