@@ -34,11 +34,17 @@ fn built_wheel() -> PathBuf {
     let built = std::fs::metadata(&wheel)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{}: {e}", wheel.display()));
-    let newest = ["python/src", "python/k2", "query/src", "common/src"]
-        .iter()
-        .flat_map(|d| walk(&repo_root().join(d)))
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let newest = [
+        "python/src",
+        "python/k2",
+        "query/src",
+        "common/src",
+        "table/src",
+    ]
+    .iter()
+    .flat_map(|d| walk(&repo_root().join(d)))
+    .max()
+    .unwrap_or(SystemTime::UNIX_EPOCH);
     assert!(
         built >= newest,
         "{} is older than its sources: run scripts/bootstrap to rebuild it",
@@ -79,6 +85,9 @@ fn python_package_passes_its_pytest_suite() {
     let wheel = built_wheel();
     let (env, _) = k2_tests::replay_asx(&[]);
     env.sink_once(&[], Duration::from_secs(600));
+    // Every day closed and compacted, with its one-minute bars: the suite's OHLCV answers
+    // (checked against pandas on the raw CSV) come from the bars table.
+    env.compact_trades();
     let bin_dir = bin("k2-sink")
         .parent()
         .expect("binaries live in a directory")

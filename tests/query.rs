@@ -5,116 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Australia::Sydney;
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use chrono::{DateTime, Utc};
 
 use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
+use k2_tests::asx::{Bar, actual_bars, expected_bars};
 use k2_tests::{TestEnv, asx_dir, ensure_services, stderr, stdout};
-
-/// One bar as the test computes it: open, high, low, close, volume (1e-8 units), trades.
-#[derive(Debug, Clone, PartialEq)]
-struct Bar {
-    open: i128,
-    high: i128,
-    low: i128,
-    close: i128,
-    volume: i128,
-    notional: i128,
-    trades: i64,
-}
-
-/// `36.667` → 3_666_700_000 (units of 1e-8), without K2's code.
-fn units(s: &str) -> i128 {
-    let (w, f) = s.split_once('.').unwrap_or((s, ""));
-    let f = format!("{f:0<8}");
-    w.parse::<i128>().unwrap() * 100_000_000 + f[..8].parse::<i128>().unwrap()
-}
-
-/// Bars from the CSV: bucket start (UTC micros) → bar. `width` in seconds; `local`
-/// aligns buckets to Sydney wall-clock time.
-fn expected_bars(csv: &str, width: i64, local: bool) -> BTreeMap<i64, Bar> {
-    let mut bars: BTreeMap<i64, Bar> = BTreeMap::new();
-    for line in csv.lines().filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(',').collect();
-        let naive =
-            NaiveDateTime::parse_from_str(&format!("{} {}", f[0], f[1]), "%m/%d/%Y %H:%M:%S%.3f")
-                .unwrap();
-        let utc = Sydney
-            .from_local_datetime(&naive)
-            .earliest()
-            .unwrap()
-            .with_timezone(&Utc);
-        let (p, q) = (units(f[2]), units(f[3]));
-        let start = if local {
-            let local_secs = naive.and_utc().timestamp();
-            let bucket_local = local_secs - local_secs.rem_euclid(width);
-            let naive_start = DateTime::from_timestamp(bucket_local, 0)
-                .unwrap()
-                .naive_utc();
-            Sydney
-                .from_local_datetime(&naive_start)
-                .earliest()
-                .unwrap()
-                .timestamp_micros()
-        } else {
-            let s = utc.timestamp();
-            (s - s.rem_euclid(width)) * 1_000_000
-        };
-        // Rows are in time order within the file (ties keep file order = sequence order).
-        let bar = bars.entry(start).or_insert(Bar {
-            open: p,
-            high: p,
-            low: p,
-            close: p,
-            volume: 0,
-            notional: 0,
-            trades: 0,
-        });
-        bar.high = bar.high.max(p);
-        bar.low = bar.low.min(p);
-        bar.close = p;
-        bar.volume += q;
-        bar.notional += p * q / 100_000_000;
-        bar.trades += 1;
-    }
-    bars
-}
-
-fn actual_bars(batches: &[RecordBatch]) -> BTreeMap<i64, (Bar, i128)> {
-    let mut out = BTreeMap::new();
-    for b in batches {
-        let start = b["bucket_start"].as_primitive::<TimestampMicrosecondType>();
-        let d = |n: &str| b[n].as_primitive::<Decimal128Type>().clone();
-        let (open, high, low, close, volume, vwap) = (
-            d("open"),
-            d("high"),
-            d("low"),
-            d("close"),
-            d("volume"),
-            d("vwap"),
-        );
-        let trades = b["trades"].as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            out.insert(
-                start.value(i),
-                (
-                    Bar {
-                        open: open.value(i),
-                        high: high.value(i),
-                        low: low.value(i),
-                        close: close.value(i),
-                        volume: volume.value(i),
-                        notional: 0,
-                        trades: trades.value(i),
-                    },
-                    vwap.value(i),
-                ),
-            );
-        }
-    }
-    out
-}
 
 fn replayed_env() -> TestEnv {
     let (env, _) = k2_tests::replay_asx(&[]);

@@ -99,7 +99,9 @@ enum MaintainStep {
     Expire,
     /// Delete files no snapshot references, older than `maintenance.orphan_min_age`.
     Clean,
-    /// Rewrite each closed day partition into few large files sorted by symbol and time.
+    /// Rewrite each closed day partition into few large files sorted by symbol and time,
+    /// then build the one-minute bars (`bars_1m`) of every closed day of trades that lacks
+    /// them or whose trades changed.
     Compact,
     /// Compact, expire, then clean.
     All,

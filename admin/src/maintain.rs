@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use iceberg::{Catalog, TableIdent};
 use k2_common::config::K2Config;
+use k2_maintain::bars;
 use k2_maintain::compact;
 use k2_maintain::expire;
 use k2_maintain::instrumentation::MaintenanceMetrics;
@@ -124,7 +125,16 @@ impl Maintainer<'_> {
         let mut ok = true;
         for ident in &self.tables {
             let table = ident.to_string();
-            if let Some(committer) = &self.committer {
+            // The bars table is made by the first bars run: until then there is nothing to
+            // maintain (every other table's absence is a misconfigured catalog: an error).
+            if ident.name() == k2_common::data_type::BARS_1M_TABLE
+                && !self.catalog.table_exists(ident).await.unwrap_or(true)
+            {
+                println!("{table}: not built yet");
+                continue;
+            }
+            let compacting = matches!(step, MaintainStep::Compact | MaintainStep::All);
+            if let (Some(committer), true) = (&self.committer, compacting) {
                 let started = Instant::now();
                 let compacted = compact::compact(
                     self.catalog.as_ref(),
@@ -139,6 +149,22 @@ impl Maintainer<'_> {
                 ok &= self.report("compact", &table, started, compacted, |d| {
                     self.metrics.compacted(d)
                 });
+                // A closed day of trades gets its bars once it is compacted (bars describe
+                // the day's files: built before compaction they would be built again).
+                if ident == &k2_table::layout::table_ident(k2_common::DataType::Trades) {
+                    let started = Instant::now();
+                    let built = bars::build(
+                        self.catalog.as_ref(),
+                        committer,
+                        compact::Policy::new(policy, self.request.older_than),
+                        chrono::Utc::now(),
+                        dry_run,
+                    )
+                    .await;
+                    ok &= self.report("bars", &table, started, built, |d| {
+                        self.metrics.bars_built(d)
+                    });
+                }
             }
             if matches!(step, MaintainStep::Expire | MaintainStep::All) {
                 let started = Instant::now();

@@ -68,6 +68,8 @@ const QUESTION_COMMITS: usize = 24;
 const QUESTION_RECORDS: usize = 2_000;
 /// Commit latencies are those of the last this-many commits before each checkpoint.
 const LATENCY_WINDOW: usize = 500;
+/// Commits slower than this are reported as they happen.
+const SLOW_COMMIT_SECONDS: f64 = 0.5;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -157,9 +159,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let ident = table_ident(DataType::Trades);
     println!(
-        "| catalog | commits | simulated | commit p50 s | commit p99 s | plan+answer s | metadata KiB | manifests listed | manifests planned | metadata/ files | snapshots | refs | RSS MiB |"
+        "| catalog | commits | simulated | commit p50 s | commit p99 s | plan+answer s | metadata KiB | manifests listed | manifests planned | metadata/ files | snapshots | refs | RSS MiB | heap MiB | jemalloc resident MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let started = Instant::now();
     let mut latencies: Vec<f64> = Vec::new();
     let mut done = 0usize;
@@ -175,7 +177,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let t = Instant::now();
             rt.block_on(committer.commit_tables(job_id, job))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            latencies.push(t.elapsed().as_secs_f64());
+            let secs = t.elapsed().as_secs_f64();
+            if secs > SLOW_COMMIT_SECONDS {
+                // Which commits make the p99: a merge of a large manifest, a tag, the machine.
+                eprintln!("commit {} took {secs:.3} s", done + 1);
+            }
+            latencies.push(secs);
             done += 1;
         }
         anyhow::ensure!(pipeline.dead == 0, "generated records were rejected");
@@ -190,8 +197,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut latencies: Vec<f64> =
             latencies[latencies.len().saturating_sub(LATENCY_WINDOW)..].to_vec();
         latencies.sort_by(f64::total_cmp);
+        let heap = usage::heap();
         println!(
-            "| {} | {checkpoint} | {:.1} d | {:.3} | {:.3} | {:.3} | {:.0} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {checkpoint} | {:.1} d | {:.3} | {:.3} | {:.3} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
             args.label,
             (checkpoint as f64 * args.interval.as_secs_f64()) / 86_400.0,
             quantile(&latencies, 0.5),
@@ -206,6 +214,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             shape.snapshots,
             shape.refs,
             usage::mib(usage::current_rss()),
+            usage::mib(heap.allocated),
+            usage::mib(heap.resident),
         );
     }
     eprintln!(

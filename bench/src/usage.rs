@@ -44,3 +44,22 @@ pub fn current_rss() -> u64 {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// What jemalloc (the Rust heap) holds now: bytes the program has allocated and bytes
+/// jemalloc keeps resident for them. RSS minus `resident` is memory jemalloc does not own —
+/// DuckDB's and librdkafka's (both allocate through glibc), stacks, mapped files.
+#[derive(Debug, Clone, Copy)]
+pub struct Heap {
+    pub allocated: u64,
+    pub resident: u64,
+}
+
+pub fn heap() -> Heap {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are a snapshot taken when the epoch advances.
+    let _ = epoch::advance();
+    Heap {
+        allocated: stats::allocated::read().unwrap_or(0) as u64,
+        resident: stats::resident::read().unwrap_or(0) as u64,
+    }
+}

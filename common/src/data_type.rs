@@ -77,12 +77,19 @@ const REFERENCE_DATA: Description = Description {
 /// the same cycle as the data it was found in.
 pub const SEQUENCE_EVENTS_TABLE: &str = "sequence_events";
 
-/// Every table K2 writes in `market_data`: one per data type, then [`SEQUENCE_EVENTS_TABLE`].
-pub const TABLES: [&str; 4] = [
+/// One-minute OHLCV bars per symbol, built by maintenance from each closed day of trades
+/// (a derived table: the query library reads it where it holds exactly what the pinned
+/// trades hold, and the trades otherwise).
+pub const BARS_1M_TABLE: &str = "bars_1m";
+
+/// Every table K2 writes in `market_data`: one per data type, then
+/// [`SEQUENCE_EVENTS_TABLE`] and [`BARS_1M_TABLE`].
+pub const TABLES: [&str; 5] = [
     TRADES.name,
     QUOTES.name,
     REFERENCE_DATA.name,
     SEQUENCE_EVENTS_TABLE,
+    BARS_1M_TABLE,
 ];
 
 impl DataType {
@@ -137,6 +144,7 @@ mod tests {
     fn every_data_type_has_a_distinct_name_and_its_own_schema() {
         let mut names: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
         names.push(SEQUENCE_EVENTS_TABLE);
+        names.push(BARS_1M_TABLE);
         names.sort();
         names.dedup();
         assert_eq!(names.len(), TABLES.len());

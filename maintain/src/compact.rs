@@ -438,6 +438,21 @@ async fn live_files(table: &Table) -> iceberg::Result<BTreeMap<PartitionKey, Vec
     Ok(out)
 }
 
+/// The paths of the live data files of the current snapshot, by partition.
+pub(crate) async fn live_paths(table: &Table) -> iceberg::Result<Vec<(Struct, Vec<String>)>> {
+    Ok(live_files(table)
+        .await?
+        .into_iter()
+        .map(|(k, files)| {
+            let paths = files
+                .iter()
+                .map(|l| l.file.file_path().to_string())
+                .collect();
+            (k.0, paths)
+        })
+        .collect())
+}
+
 /// A partition tuple, ordered by its debug form (Struct has no Ord).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PartitionKey(Struct);
@@ -482,6 +497,14 @@ fn closed(partition: &PartitionKey, day_field: usize, after: Duration, now: Date
     else {
         return false;
     };
+    day_closed(day, after, now)
+}
+
+/// Whether the day (days since the epoch) ended at least `after` before `now`.
+pub(crate) fn day_closed(day: i32, after: Duration, now: DateTime<Utc>) -> bool {
+    if after.is_zero() {
+        return true;
+    }
     let day_end_ms = (i64::from(day) + 1) * 86_400_000;
     let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
     now.timestamp_millis() >= day_end_ms.saturating_add(after_ms)

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::bars::BarsBuilt;
 use crate::compact::Compacted;
 use crate::expire::Expired;
 use crate::orphans::Cleaned;
@@ -44,6 +45,8 @@ k2_common::metrics! {
             "orphan_files_deleted", "Unreferenced files deleted by cleanup";
         orphan_bytes_deleted: Family<TableLabels, Counter> =
             "orphan_bytes_deleted", "Bytes of unreferenced files deleted by cleanup";
+        bar_days_built: Family<TableLabels, Counter> =
+            "bar_days_built", "Exchange-days of trades whose one-minute bars were built or rebuilt";
     }
 }
 
@@ -107,6 +110,13 @@ impl MaintenanceMetrics {
             .bytes_rewritten
             .get_or_create(&t)
             .inc_by(c.bytes_before);
+    }
+
+    pub fn bars_built(&self, b: &BarsBuilt) {
+        self.m
+            .bar_days_built
+            .get_or_create(&table(k2_common::data_type::BARS_1M_TABLE))
+            .inc_by(b.days as u64);
     }
 
     pub fn expired(&self, e: &Expired) {

@@ -1,12 +1,14 @@
 //! Table maintenance, safe to run beside a live sink: snapshots expire after the
 //! time-travel window ([`expire`]), files no snapshot references are deleted once they are
-//! old enough that no writer can still commit them ([`orphans`]).
+//! old enough that no writer can still commit them ([`orphans`]), closed days are compacted
+//! ([`compact`]) and get their one-minute bars ([`bars`]).
 //!
 //! Every operation commits through the catalog with the same optimistic concurrency as the
 //! sink: on a conflict it reloads and tries again, and neither side waits on the other.
 //! The sink's exactly-once offsets live in a table property written with each of its
 //! commits, so expiring the snapshots that carried them loses nothing.
 
+pub mod bars;
 pub mod compact;
 pub mod expire;
 pub mod instrumentation;

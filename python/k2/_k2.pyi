@@ -77,6 +77,17 @@ class Session:
         fill: Literal["omit", "forward"] = "omit",
     ) -> Result:
         """Bars: symbol, bucket_start, open, high, low, close, volume, vwap, trades."""
+    def ohlcv_sources(
+        self,
+        symbols: Symbols,
+        exchange: str,
+        interval: str,
+        start: Instant,
+        end: Instant,
+        tz: Literal["utc", "exchange"] = "utc",
+    ) -> dict[str, list[datetime.date]]:
+        """Which UTC days of that OHLCV question bars_1m answers and which trades do:
+        {"bars_1m": [...], "trades": [...]} (the answer is the same either way)."""
     def trades(self, symbols: Symbols, exchange: str, start: Instant, end: Instant) -> Result: ...
     def quotes(self, symbols: Symbols, exchange: str, start: Instant, end: Instant) -> Result: ...
     def trades_with_quotes(

@@ -181,37 +181,32 @@ impl PySession {
         tz: &str,
         fill: &str,
     ) -> PyResult<QueryResult> {
-        let r = range(symbols, exchange, start, end)?;
-        let interval = interval.parse().map_err(errors::query)?;
-        let tz = match tz {
-            "utc" | "UTC" => TimeZoneChoice::Utc,
-            "exchange" => TimeZoneChoice::Exchange,
-            other => {
-                return Err(errors::invalid(format!(
-                    "tz {other:?}: expected \"utc\" or \"exchange\""
-                )));
-            }
-        };
-        let fill = match fill {
-            "omit" | "none" => Fill::Omit,
-            "forward" => Fill::Forward,
-            other => {
-                return Err(errors::invalid(format!(
-                    "fill {other:?}: expected \"omit\" or \"forward\""
-                )));
-            }
-        };
-        let req = OhlcvRequest {
-            symbols: r.symbols,
-            exchange: r.exchange,
-            interval,
-            from: r.from,
-            to: r.to,
-            tz,
-            fill,
-        };
+        let req = ohlcv_request(symbols, exchange, interval, (start, end), tz, fill)?;
         self.with(py, move |s, c| c.block_on(s.ohlcv(&req))?)
             .map(QueryResult::new)
+    }
+
+    /// Which days (UTC, as `datetime.date`) of the same OHLCV question the one-minute
+    /// bars table answers and which the trades do, at this session's pin: `{"bars_1m":
+    /// [...], "trades": [...]}`. The answer is the same either way; this says how fast.
+    #[pyo3(signature = (symbols, exchange, interval, start, end, tz="utc"))]
+    #[allow(clippy::too_many_arguments)]
+    fn ohlcv_sources<'py>(
+        &self,
+        py: Python<'py>,
+        symbols: &Bound<'_, PyAny>,
+        exchange: String,
+        interval: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        tz: &str,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let req = ohlcv_request(symbols, exchange, interval, (start, end), tz, "omit")?;
+        let sources = self.with(py, move |s, c| c.block_on(s.ohlcv_sources(&req))?)?;
+        let out = pyo3::types::PyDict::new(py);
+        out.set_item(k2_common::data_type::BARS_1M_TABLE, sources.bars_days)?;
+        out.set_item("trades", sources.trades_days)?;
+        Ok(out)
     }
 
     /// Trades in `[start, end)`, ordered by symbol, exchange time and sequence number.
@@ -382,4 +377,44 @@ pub fn snapshot_dicts<'py>(
         list.append(d)?;
     }
     Ok(list)
+}
+
+/// An OHLCV request from the Python arguments, checked.
+fn ohlcv_request(
+    symbols: &Bound<'_, PyAny>,
+    exchange: String,
+    interval: &str,
+    (start, end): (&Bound<'_, PyAny>, &Bound<'_, PyAny>),
+    tz: &str,
+    fill: &str,
+) -> PyResult<OhlcvRequest> {
+    let r = range(symbols, exchange, start, end)?;
+    let interval = interval.parse().map_err(errors::query)?;
+    let tz = match tz {
+        "utc" | "UTC" => TimeZoneChoice::Utc,
+        "exchange" => TimeZoneChoice::Exchange,
+        other => {
+            return Err(errors::invalid(format!(
+                "tz {other:?}: expected \"utc\" or \"exchange\""
+            )));
+        }
+    };
+    let fill = match fill {
+        "omit" | "none" => Fill::Omit,
+        "forward" => Fill::Forward,
+        other => {
+            return Err(errors::invalid(format!(
+                "fill {other:?}: expected \"omit\" or \"forward\""
+            )));
+        }
+    };
+    Ok(OhlcvRequest {
+        symbols: r.symbols,
+        exchange: r.exchange,
+        interval,
+        from: r.from,
+        to: r.to,
+        tz,
+        fill,
+    })
 }

@@ -160,3 +160,15 @@ def test_lakehouse_introspection(lake, first_pin):
     assert first_pin["trades"] in [h["snapshot_id"] for h in history]
     assert "main" in history[-1]["refs"], "the refs pointing at each snapshot"
     assert "k2.Lakehouse" in repr(lake) and k2.__version__
+
+
+def test_ohlcv_answers_from_bars_where_built(session, exchange):
+    """tests/python.rs compacted every day and built its bars: whole days come from them."""
+    for interval in ("1m", "15m", "1d"):
+        src = session.ohlcv_sources("BHP", exchange=exchange, interval=interval, start=WEEK[0],
+                                    end=WEEK[1])
+        assert src["trades"] == [], (interval, src)
+        assert len(src["bars_1m"]) >= 5 and all(isinstance(d, datetime.date) for d in src["bars_1m"])
+    # Seconds are not minutes: the trades answer.
+    src = session.ohlcv_sources("BHP", exchange=exchange, interval="30s", start=WEEK[0], end=WEEK[1])
+    assert src["bars_1m"] == [] and len(src["trades"]) >= 5, src

@@ -10,8 +10,10 @@
 //! [`Lakehouse`] connects to the catalog; [`Pin`] says which instant to read;
 //! [`Session`] is a read-only DuckDB connection with views `trades`, `quotes`,
 //! `reference_data` and `sequence_events` bound to the pinned snapshots; [`ohlcv`] builds
-//! bars; [`rows`] turns results into typed rows.
+//! bars, from the one-minute bars table where it holds what the pinned trades hold
+//! ([`bars`]); [`rows`] turns results into typed rows.
 
+pub mod bars;
 pub mod error;
 pub mod instant;
 pub mod lakehouse;
@@ -24,6 +26,7 @@ pub mod session;
 pub mod snapshot;
 mod storage;
 
+pub use bars::OhlcvSources;
 pub use error::{QueryError, Result};
 pub use lakehouse::Lakehouse;
 pub use ohlcv::{Bar, Fill, Interval, OhlcvRequest, TimeZoneChoice};

@@ -184,7 +184,8 @@ const HELP: &str = "\
 .ohlcv <symbol> <interval> <from> <to> [--exchange <ex>] [--tz exchange|utc]
        [--fill none|forward]    bars: bucket_start, open, high, low, close, volume, vwap, trades
                                 (forward: empty buckets carry the last close, volume 0)
-.timer on|off                   print how long each statement took
+.timer on|off                   print how long each statement took (and, after .ohlcv,
+                                how many days came from bars_1m and how many from trades)
 .help                           this text
 Anything else is SQL over the views trades, quotes, reference_data, sequence_events.";
 
@@ -281,6 +282,11 @@ impl Shell {
                     fill,
                 };
                 let batches = self.runtime.block_on(self.session.ohlcv(&req))?;
+                if self.timer {
+                    // Where the bars came from, beside the time they took.
+                    let sources = self.runtime.block_on(self.session.ohlcv_sources(&req))?;
+                    eprintln!("Sources: {sources}");
+                }
                 let projected: Vec<RecordBatch> = batches
                     .iter()
                     .map(|b| b.project(&(1..b.num_columns()).collect::<Vec<_>>()))

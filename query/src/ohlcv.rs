@@ -14,9 +14,10 @@ use serde::Deserialize;
 use k2_common::DataType;
 use k2_common::records::Dec8;
 
+use crate::bars::Sourced;
 use crate::error::{QueryError, Result};
 use crate::range::{IN_RANGE, Range};
-use crate::session::Session;
+use crate::session::{Session, read_parquet};
 use crate::storage::literal;
 
 /// A bar width `N{s,m,h,d}`, e.g. `1m`, `15m`, `1h`, `1d`.
@@ -130,6 +131,23 @@ pub struct OhlcvRequest {
     pub fill: Fill,
 }
 
+impl OhlcvRequest {
+    pub(crate) fn range(&self) -> Range {
+        Range {
+            exchange: self.exchange.clone(),
+            symbols: self.symbols.clone(),
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+/// [`IN_RANGE`] for the bars table: the same parameters, the minute's start in place of
+/// the trade's time (the bars days' ends are on minutes, so the same minutes are in).
+const BARS_IN_RANGE: &str = "exchange = ? AND symbol >= ? AND symbol <= ?
+     AND list_contains(string_split(?, ','), symbol)
+     AND bucket_start >= CAST(? AS TIMESTAMPTZ) AND bucket_start < CAST(? AS TIMESTAMPTZ)";
+
 /// One bar, for [`Session::ohlcv_bars`]: prices and volumes as exact decimals.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Bar {
@@ -156,12 +174,7 @@ impl Session {
     /// `fill` says otherwise). Columns: `symbol`, `bucket_start` (UTC), `open`, `high`,
     /// `low`, `close`, `volume`, `vwap`, `trades`.
     pub async fn ohlcv(&self, req: &OhlcvRequest) -> Result<Vec<RecordBatch>> {
-        let range = Range {
-            exchange: req.exchange.clone(),
-            symbols: req.symbols.clone(),
-            from: req.from,
-            to: req.to,
-        };
+        let range = req.range();
         if req.fill == Fill::Forward {
             let buckets = (req.to - req.from).num_seconds() / req.interval.seconds() + 1;
             if buckets.saturating_mul(req.symbols.len() as i64) > MAX_FILLED_BUCKETS {
@@ -172,8 +185,20 @@ impl Session {
                 )));
             }
         }
-        let Some(src) = self.source(DataType::Trades.table_name(), &range).await? else {
-            return Ok(Vec::new());
+        range.filter()?;
+        self.check_exchange(&req.exchange)?;
+        let sourced = if self.bars_may_answer(req) {
+            self.sourced(req, &range).await?
+        } else {
+            Sourced::default()
+        };
+        let src = if sourced.bars_files.is_empty() {
+            match self.source(DataType::Trades.table_name(), &range).await? {
+                Some(src) => src,
+                None => return Ok(Vec::new()),
+            }
+        } else {
+            String::new()
         };
         // Buckets are cut in the chosen zone's wall-clock time, aligned to its midnight,
         // and reported as UTC instants. Local time is a naive TIMESTAMP, so bucketing is
@@ -214,29 +239,91 @@ impl Session {
         // The grid's ends are the request's own instants (formatted here, not user text).
         let grid_from = bucket(&format!("TIMESTAMPTZ '{}'", req.from.to_rfc3339()));
         let grid_to = local(&format!("TIMESTAMPTZ '{}'", req.to.to_rfc3339()));
-        let bars = format!(
-            "SELECT symbol,
-                    {bucket_rows} AS local_bucket,
-                    arg_min(price, (exchange_timestamp, sequence_number)) AS open,
-                    max(price) AS high,
-                    min(price) AS low,
-                    arg_max(price, (exchange_timestamp, sequence_number)) AS close,
-                    sum(quantity) AS volume,
-                    CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
-                    count(*) AS trades
-             FROM {src}
-             WHERE {IN_RANGE}
-             GROUP BY ALL"
-        );
+        // From trades only: every row bucketed straight into the asked interval.
+        let mut ranges = 1;
+        let bars = if sourced.bars_files.is_empty() {
+            format!(
+                "bars AS (
+                 SELECT symbol,
+                        {bucket_rows} AS local_bucket,
+                        arg_min(price, (exchange_timestamp, sequence_number)) AS open,
+                        max(price) AS high,
+                        min(price) AS low,
+                        arg_max(price, (exchange_timestamp, sequence_number)) AS close,
+                        sum(quantity) AS volume,
+                        CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
+                        count(*) AS trades
+                 FROM {src}
+                 WHERE {IN_RANGE}
+                 GROUP BY ALL)"
+            )
+        } else {
+            // Minutes from the bars days' bars and the other days' trades, then the asked
+            // interval from the minutes: the same decimal sums either way (module bars).
+            let from_trades = if sourced.trades_files.is_empty() {
+                String::new()
+            } else {
+                ranges += 1;
+                format!(
+                    "UNION ALL
+                     SELECT symbol,
+                            make_timestamptz(epoch_us(exchange_timestamp) // 60000000 * 60000000) AS minute,
+                            arg_min(price, (exchange_timestamp, sequence_number)) AS open,
+                            max(price) AS high,
+                            min(price) AS low,
+                            arg_max(price, (exchange_timestamp, sequence_number)) AS close,
+                            sum(quantity) AS volume,
+                            sum(price * quantity) AS notional,
+                            count(*) AS trades
+                     FROM {}
+                     WHERE {IN_RANGE}
+                     GROUP BY ALL",
+                    read_parquet(&sourced.trades_files)
+                )
+            };
+            let bucket_minutes = bucket("minute");
+            let per_bucket = if req.interval.seconds() == 60 {
+                // A minute is a bucket: nothing to aggregate.
+                format!(
+                    "SELECT symbol, {bucket_minutes} AS local_bucket, open, high, low, close,
+                            volume, CAST(notional / volume AS DECIMAL(18, 8)) AS vwap,
+                            trades
+                     FROM minutes"
+                )
+            } else {
+                format!(
+                    "SELECT symbol, {bucket_minutes} AS local_bucket,
+                            arg_min(open, minute) AS open,
+                            max(high) AS high,
+                            min(low) AS low,
+                            arg_max(close, minute) AS close,
+                            sum(volume) AS volume,
+                            CAST(sum(notional) / sum(volume) AS DECIMAL(18, 8)) AS vwap,
+                            CAST(sum(trades) AS BIGINT) AS trades
+                     FROM minutes
+                     GROUP BY ALL"
+                )
+            };
+            format!(
+                "minutes AS (
+                     SELECT symbol, bucket_start AS minute, open, high, low, close, volume,
+                            notional, trades
+                     FROM {}
+                     WHERE {BARS_IN_RANGE}
+                     {from_trades}),
+                 bars AS ({per_bucket})",
+                read_parquet(&sourced.bars_files)
+            )
+        };
         let sql = match req.fill {
             Fill::Omit => format!(
-                "WITH bars AS ({bars})
+                "WITH {bars}
                  SELECT symbol, {bucket_start} AS bucket_start,
                         open, high, low, close, volume, vwap, trades
                  FROM bars ORDER BY symbol, bucket_start"
             ),
             Fill::Forward => format!(
-                "WITH bars AS ({bars}),
+                "WITH {bars},
                  grid AS (
                      SELECT s.symbol, g.range AS local_bucket
                      FROM (SELECT DISTINCT symbol FROM bars) s,
@@ -256,7 +343,7 @@ impl Session {
                  ORDER BY symbol, bucket_start"
             ),
         };
-        let bars = self.run_ranged(&sql, &range, 1)?;
+        let bars = self.run_ranged(&sql, &range, ranges)?;
         self.check_symbols(DataType::Trades.table_name(), &range, &bars)
             .await?;
         Ok(bars)

@@ -22,7 +22,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn predicate(&self) -> Option<Predicate> {
+    pub(crate) fn predicate(&self) -> Option<Predicate> {
         let mut parts: Vec<Predicate> = Vec::new();
         if let Some(ex) = &self.exchange {
             parts.push(Reference::new("exchange").equal_to(Datum::string(ex)));
@@ -73,4 +73,42 @@ pub fn duckdb_path(location: &str) -> String {
         .strip_prefix("file://")
         .unwrap_or(location)
         .to_string()
+}
+
+/// A planned data file with its partition values (in its spec's field order).
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedFile {
+    pub path: String,
+    pub partition: Vec<Option<iceberg::spec::Literal>>,
+}
+
+/// The data files of `table` at `snapshot_id` that may match `predicate`, with their
+/// partition values.
+pub(crate) async fn planned_files(
+    table: &Table,
+    snapshot_id: i64,
+    predicate: Predicate,
+) -> Result<Vec<PlannedFile>> {
+    let scan = table
+        .scan()
+        .snapshot_id(snapshot_id)
+        .select_all()
+        .with_filter(predicate)
+        .build()?;
+    let mut files: Vec<PlannedFile> = scan
+        .plan_files()
+        .await?
+        .map_ok(|t| PlannedFile {
+            path: t.data_file_path.clone(),
+            partition: t
+                .partition
+                .as_ref()
+                .map(|p| p.fields().to_vec())
+                .unwrap_or_default(),
+        })
+        .try_collect()
+        .await?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
+    Ok(files)
 }

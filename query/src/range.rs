@@ -77,7 +77,7 @@ impl Session {
     }
 
     /// An exchange `topics.yaml` does not list is a mistake, not an empty answer.
-    fn check_exchange(&self, exchange: &str) -> Result<()> {
+    pub(crate) fn check_exchange(&self, exchange: &str) -> Result<()> {
         let known = self.exchanges();
         if known.is_empty() || known.contains(&exchange) {
             return Ok(());

@@ -15,7 +15,7 @@ use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
 use k2_common::catalog::NAMESPACE;
-use k2_common::data_type::{DataType, SEQUENCE_EVENTS_TABLE};
+use k2_common::data_type::{BARS_1M_TABLE, DataType, SEQUENCE_EVENTS_TABLE};
 
 /// Columns the sink adds to every row: where it came from in Kafka and when it landed.
 pub const KAFKA_TOPIC: &str = "kafka_topic";
@@ -164,6 +164,90 @@ impl TableLayout {
             .build()
             .map_err(catalog_err("schema of sequence_events"))?;
         Self::for_table(sequence_events_ident(), Arc::new(schema), true)
+    }
+
+    /// `market_data.bars_1m`: one row per symbol and minute with trades (see
+    /// [`crate::bars`]). Partitioned by day and exchange like the trades it is built from,
+    /// and by `built_from`, the fingerprint of the day's trades files: a planner learns from
+    /// the partition values alone, without reading a row, whether a day's bars describe the
+    /// trades a pinned snapshot sees.
+    pub fn bars_1m() -> Result<Self, TableError> {
+        use crate::bars::{BUCKET_START, BUILT_FROM};
+        let p = |t: PrimitiveType| Type::Primitive(t);
+        let price = || {
+            p(PrimitiveType::Decimal {
+                precision: 18,
+                scale: 8,
+            })
+        };
+        let long = || p(PrimitiveType::Long);
+        let fields = vec![
+            NestedField::required(1, SYMBOL, p(PrimitiveType::String)),
+            NestedField::required(2, EXCHANGE, p(PrimitiveType::String)),
+            NestedField::required(3, BUCKET_START, p(PrimitiveType::Timestamptz))
+                .with_doc("Start of the minute (UTC)"),
+            NestedField::required(4, "open", price())
+                .with_doc("Price of the first trade by (exchange_timestamp, sequence_number)"),
+            NestedField::required(5, "high", price()),
+            NestedField::required(6, "low", price()),
+            NestedField::required(7, "close", price())
+                .with_doc("Price of the last trade by (exchange_timestamp, sequence_number)"),
+            NestedField::required(
+                8,
+                "volume",
+                p(PrimitiveType::Decimal {
+                    precision: 38,
+                    scale: 8,
+                }),
+            )
+            .with_doc("Sum of quantity"),
+            NestedField::required(
+                9,
+                "notional",
+                p(PrimitiveType::Decimal {
+                    precision: 38,
+                    scale: 16,
+                }),
+            )
+            .with_doc("Sum of price × quantity, exact: VWAP of any set of bars is sum(notional) / sum(volume)"),
+            NestedField::required(10, "trades", long()).with_doc("Number of trades"),
+            NestedField::required(11, "first_sequence", long())
+                .with_doc("Sequence number of the opening trade"),
+            NestedField::required(12, "last_sequence", long())
+                .with_doc("Sequence number of the closing trade"),
+            NestedField::required(13, BUILT_FROM, p(PrimitiveType::String)).with_doc(
+                "Fingerprint of the trades files of the day the bars were built from",
+            ),
+        ];
+        let schema = Schema::builder()
+            .with_schema_id(0)
+            .with_fields(fields.into_iter().map(Arc::new))
+            .build()
+            .map_err(catalog_err("schema of bars_1m"))?;
+        let spec = UnboundPartitionSpec::builder()
+            .with_spec_id(0)
+            .add_partition_field(3, "bucket_start_day", Transform::Day)
+            .and_then(|b| b.add_partition_field(2, EXCHANGE, Transform::Identity))
+            .and_then(|b| b.add_partition_field(13, BUILT_FROM, Transform::Identity))
+            .map_err(catalog_err("partition spec"))?
+            .build();
+        let sort_order = SortOrder::builder()
+            .with_order_id(1)
+            .with_sort_field(sort_field(1))
+            .with_sort_field(sort_field(3))
+            .build(&schema)
+            .map_err(catalog_err("sort order"))?;
+        let arrow_schema = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(&schema).map_err(catalog_err("arrow schema"))?,
+        );
+        Ok(TableLayout {
+            ident: ident(BARS_1M_TABLE),
+            day_partitioned: true,
+            schema: Arc::new(schema),
+            arrow_schema,
+            partition_spec: spec,
+            sort_order,
+        })
     }
 
     fn for_table(

@@ -14,8 +14,11 @@
 //!   tags — and what an expiry leaves unreferenced;
 //! - [`stage`]: snapshots staged from iceberg-rust's manifest writers (append with manifest
 //!   merging, replace);
-//! - [`commit`]: committing staged updates through the catalog's own compare-and-swap.
+//! - [`commit`]: committing staged updates through the catalog's own compare-and-swap;
+//! - [`bars`]: one-minute bars folded from a day of trades, and the fingerprint that ties
+//!   them to the trades files they describe.
 
+pub mod bars;
 pub mod clock;
 pub mod commit;
 pub mod layout;

@@ -271,6 +271,48 @@ pub async fn write_sorted(
     writer.close().await
 }
 
+/// Writes `batches`, already in the table's sort order and all of one partition, as data
+/// files of that partition (`partition`: its values, in the order of the table's default
+/// spec). For tables whose rows are built rather than received (the bars), where the
+/// caller knows the partition and the order.
+pub async fn write_partition(
+    table: &Table,
+    batches: &[RecordBatch],
+    partition: Struct,
+    file_prefix: &str,
+) -> Result<Vec<DataFile>, Error> {
+    let metadata = table.metadata();
+    let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
+        metadata.current_schema(),
+    )?);
+    let parquet = ParquetWriterBuilder::new(
+        writer_properties(&schema),
+        metadata.current_schema().clone(),
+    );
+    let rolling = RollingFileWriterBuilder::new(
+        parquet,
+        TARGET_FILE_SIZE,
+        table.file_io().clone(),
+        DefaultLocationGenerator::new(metadata)?,
+        DefaultFileNameGenerator::new(file_prefix.to_string(), None, DataFileFormat::Parquet),
+    );
+    let key = PartitionKey::new(
+        metadata.default_partition_spec().as_ref().clone(),
+        metadata.current_schema().clone(),
+        partition,
+    );
+    let mut writer = SortedDataFileWriterBuilder {
+        inner: rolling,
+        sort_order_id: i32::try_from(metadata.default_sort_order_id()).unwrap_or(0),
+    }
+    .build(Some(key))
+    .await?;
+    for b in batches.iter().filter(|b| b.num_rows() > 0) {
+        writer.write(adapt(b, &schema)?).await?;
+    }
+    writer.close().await
+}
+
 /// iceberg-rust's `DataFileWriterBuilder`, plus the table's sort order id on every file it
 /// writes: K2 sorts the rows of each file by the table's sort order (above), and readers
 /// that trust a declared order (Spark's merge-on-read planning, a compaction job choosing

@@ -8,6 +8,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod asx;
 pub mod engines;
 pub mod feed;
 pub mod poison;
@@ -490,6 +491,29 @@ impl TestEnv {
         self.command(binary, args)
             .output()
             .unwrap_or_else(|e| panic!("run {binary}: {e}"))
+    }
+
+    /// The arguments of a maintenance run that compacts every day of trades, today's
+    /// included, and builds their one-minute bars.
+    pub const COMPACT_TRADES: [&str; 6] = [
+        "maintain",
+        "compact",
+        "--table",
+        "trades",
+        "--older-than",
+        "0s",
+    ];
+
+    /// Runs [`Self::COMPACT_TRADES`], which must succeed; its output.
+    pub fn compact_trades(&self) -> String {
+        let out = self.run("k2-admin", &Self::COMPACT_TRADES);
+        assert!(
+            out.status.success(),
+            "k2-admin maintain compact failed:\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
     }
 }
 

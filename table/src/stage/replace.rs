@@ -33,6 +33,40 @@ pub async fn stage(
     added: Vec<DataFile>,
     manifests_read: &mut ManifestCache,
 ) -> Result<Staged, StageError> {
+    let properties = HashMap::from([("k2.operation".to_string(), "compaction".to_string())]);
+    stage_as(
+        table,
+        (removed, added),
+        (Operation::Replace, properties),
+        manifests_read,
+    )
+    .await
+}
+
+/// The same commit with operation `overwrite` (the rows change: a derived table's
+/// partition rebuilt) and `properties` in its summary.
+pub async fn overwrite(
+    table: &Table,
+    removed: &HashSet<String>,
+    added: Vec<DataFile>,
+    properties: HashMap<String, String>,
+    manifests_read: &mut ManifestCache,
+) -> Result<Staged, StageError> {
+    stage_as(
+        table,
+        (removed, added),
+        (Operation::Overwrite, properties),
+        manifests_read,
+    )
+    .await
+}
+
+async fn stage_as(
+    table: &Table,
+    (removed, added): (&HashSet<String>, Vec<DataFile>),
+    (operation, properties): (Operation, HashMap<String, String>),
+    manifests_read: &mut ManifestCache,
+) -> Result<Staged, StageError> {
     let m = table.metadata();
     if m.format_version() != FormatVersion::V2 {
         return Err(StageError::Unsupported(format!(
@@ -155,13 +189,15 @@ pub async fn stage(
     list.add_manifests(manifests.into_iter())?;
     list.close().await?;
 
+    let mut additional_properties = summary(
+        &base.summary().additional_properties,
+        (added_files, added_rows, added_bytes),
+        (removed.len(), deleted_rows, deleted_bytes),
+    );
+    additional_properties.extend(properties);
     let summary = Summary {
-        operation: Operation::Replace,
-        additional_properties: summary(
-            &base.summary().additional_properties,
-            (added_files, added_rows, added_bytes),
-            (removed.len(), deleted_rows, deleted_bytes),
-        ),
+        operation,
+        additional_properties,
     };
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
@@ -210,7 +246,6 @@ fn summary(
         ("deleted-data-files".to_string(), deleted_files.to_string()),
         ("deleted-records".to_string(), deleted_rows.to_string()),
         ("removed-files-size".to_string(), deleted_bytes.to_string()),
-        ("k2.operation".to_string(), "compaction".to_string()),
     ]);
     s.extend(totals(Some(parent), added, deleted));
     s

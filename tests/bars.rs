@@ -1,0 +1,254 @@
+//! Bars kept ahead of time (`bars_1m`, built by `k2-admin maintain compact`): an OHLCV
+//! question answered from them gives exactly the answer the trades give, at every pin —
+//! before the bars exist, after, after late data lands in a closed day, and pinned to the
+//! past — and the same as an independent computation from the ASX CSV files. A maintenance
+//! run killed while building bars leaves no day half built.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k2_query::{Bar, Fill, Interval, Lakehouse, OhlcvRequest, OhlcvSources, Pin, TimeZoneChoice};
+use k2_tests::asx::{actual_bars, expected_bars};
+use k2_tests::feed::{self, Feed};
+use k2_tests::sink::{produce, wait_until};
+use k2_tests::{TestEnv, asx_dir};
+
+const BARS: &str = "bars_1m";
+
+fn requests(env: &TestEnv) -> Vec<OhlcvRequest> {
+    let mut out = Vec::new();
+    for interval in ["1m", "5m", "1h", "1d"] {
+        for tz in [TimeZoneChoice::Utc, TimeZoneChoice::Exchange] {
+            out.push(OhlcvRequest {
+                symbols: vec!["BHP".into(), "DVN".into()],
+                exchange: env.asx.clone(),
+                interval: interval.parse::<Interval>().unwrap(),
+                from: "2014-03-01T00:00:00Z".parse().unwrap(),
+                to: "2014-04-01T00:00:00Z".parse().unwrap(),
+                tz,
+                fill: Fill::Omit,
+            });
+        }
+    }
+    // A range that starts inside a day, off the minute: that day from trades.
+    out.push(OhlcvRequest {
+        from: "2014-03-11T23:30:00.500Z".parse().unwrap(),
+        to: "2014-03-13T05:00:00Z".parse().unwrap(),
+        interval: "15m".parse().unwrap(),
+        ..out[0].clone()
+    });
+    out
+}
+
+/// `pin` with every table at the snapshot it resolves to, the bars left out: the trades'
+/// own answer at the same instant.
+fn without_bars(lake: &Lakehouse, pin: Pin) -> Pin {
+    let pinned = k2_tests::runtime().block_on(lake.pin(pin)).unwrap();
+    let mut ids: BTreeMap<String, Option<i64>> = pinned
+        .tables
+        .iter()
+        .map(|(name, t)| (name.clone(), t.snapshot_id))
+        .collect();
+    ids.insert(BARS.into(), None);
+    Pin::Snapshots(ids)
+}
+
+struct Answers {
+    bars: Vec<Vec<Bar>>,
+    sources: Vec<OhlcvSources>,
+}
+
+fn answers(lake: &Lakehouse, pin: Pin, requests: &[OhlcvRequest]) -> Answers {
+    let rt = k2_tests::runtime();
+    let session = rt.block_on(lake.session(pin)).unwrap();
+    Answers {
+        bars: requests
+            .iter()
+            .map(|r| rt.block_on(session.ohlcv_bars(r)).unwrap())
+            .collect(),
+        sources: requests
+            .iter()
+            .map(|r| rt.block_on(session.ohlcv_sources(r)).unwrap())
+            .collect(),
+    }
+}
+
+/// The answers at `pin` equal the trades' own at the same instant, request by request.
+fn assert_same_as_trades(
+    lake: &Lakehouse,
+    pin: Pin,
+    requests: &[OhlcvRequest],
+    what: &str,
+) -> Answers {
+    let got = answers(lake, pin.clone(), requests);
+    let raw = answers(lake, without_bars(lake, pin), requests);
+    for (i, r) in requests.iter().enumerate() {
+        assert!(raw.sources[i].bars_days.is_empty(), "{what}: bars left out");
+        assert!(
+            !got.bars[i].is_empty(),
+            "{what}: {} {:?} has bars",
+            r.interval,
+            r.tz
+        );
+        assert_eq!(
+            got.bars[i], raw.bars[i],
+            "{what}: {} {:?} from {} ({}) differs from the trades' answer",
+            r.interval, r.tz, r.from, got.sources[i]
+        );
+    }
+    got
+}
+
+#[test]
+fn bars_answer_exactly_what_trades_answer_at_every_pin() {
+    let (env, _) = k2_tests::replay_asx(&[]);
+    env.sink_once(&[], Duration::from_secs(600));
+    let rt = k2_tests::runtime();
+    let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
+    let requests = requests(&env);
+    // Before any bars: every day from trades.
+    let before = rt.block_on(lake.pin(Pin::Latest)).unwrap();
+    let before = Pin::Snapshots(
+        before
+            .tables
+            .iter()
+            .map(|(n, t)| (n.clone(), t.snapshot_id))
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let before_bars = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let first = assert_same_as_trades(&lake, Pin::Latest, &requests, "before bars");
+    assert!(first.sources.iter().all(|s| s.bars_days.is_empty()));
+
+    // Killed after writing a day's bars file, before committing it: no day half built.
+    let mut env = env;
+    env.var("FAILPOINTS", "bars-after-write=sleep(60000)");
+    let log = "bars-killed.log";
+    let mut run = env.spawn("k2-admin", &TestEnv::COMPACT_TRADES, log);
+    env.vars.pop();
+    wait_until(
+        &env,
+        log,
+        "stopped at bars-after-write",
+        Duration::from_secs(120),
+        || env.log(log).contains("fail_point=\"bars-after-write\""),
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = assert_same_as_trades(&lake, Pin::Latest, &requests, "after kill -9");
+    assert!(
+        killed.sources.iter().all(|s| s.bars_days.is_empty()),
+        "{:?}",
+        killed.sources
+    );
+
+    // Built: every whole day from bars, the same answers, and the CSV's bars for BHP.
+    let out = env.compact_trades();
+    assert!(out.contains("bars_1m: bars for"), "{out}");
+    let built = assert_same_as_trades(&lake, Pin::Latest, &requests, "after the bars are built");
+    assert_eq!(
+        built.bars, first.bars,
+        "the answers changed with compaction and bars"
+    );
+    for (i, r) in requests.iter().enumerate().take(8) {
+        let s = &built.sources[i];
+        assert!(
+            s.trades_days.is_empty() && s.bars_days.len() >= 5,
+            "{} {:?}: {s}",
+            r.interval,
+            r.tz
+        );
+    }
+    let partial = &built.sources[8];
+    assert_eq!(
+        partial.trades_days,
+        vec!["2014-03-11".parse().unwrap()],
+        "the day the range starts in off the minute: {partial}"
+    );
+    let csv = std::fs::read_to_string(asx_dir().join("trades/7078.csv")).unwrap();
+    let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
+    for r in requests.iter().take(8) {
+        let bhp = OhlcvRequest {
+            symbols: vec!["BHP".into()],
+            ..r.clone()
+        };
+        let got = actual_bars(&rt.block_on(session.ohlcv(&bhp)).unwrap());
+        let want = expected_bars(&csv, r.interval.seconds(), r.tz == TimeZoneChoice::Exchange);
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{} {:?}: bar count",
+            r.interval,
+            r.tz
+        );
+        for (start, w) in &want {
+            let (g, vwap) = &got[start];
+            assert_eq!(
+                (g.open, g.high, g.low, g.close, g.volume, g.trades),
+                (w.open, w.high, w.low, w.close, w.volume, w.trades),
+                "{} {:?} at {start}",
+                r.interval,
+                r.tz
+            );
+            let want_vwap = w.notional as f64 / w.volume as f64 * 1e8;
+            assert!(
+                (*vwap as f64 - want_vwap).abs() <= 1.0,
+                "vwap {vwap} vs {want_vwap}"
+            );
+        }
+    }
+    // A run with nothing new rebuilds nothing.
+    let again = env.compact_trades();
+    assert!(again.contains("bars_1m: bars for 0 days"), "{again}");
+
+    // Pinned to an instant before the bars: the trades, the same answers.
+    let old = assert_same_as_trades(
+        &lake,
+        Pin::AsOf(before_bars),
+        &requests,
+        "as of before the bars",
+    );
+    assert!(
+        old.sources.iter().all(|s| s.bars_days.is_empty()),
+        "{:?}",
+        old.sources
+    );
+    assert_eq!(old.bars, first.bars);
+    // Pinned to the trades snapshot from before (the bars not named: their latest): the
+    // replay wrote one file per day, which compaction left alone, so these bars describe
+    // exactly those files and answer.
+    let old = assert_same_as_trades(&lake, before.clone(), &requests, "trades pinned before");
+    assert_eq!(old.bars, first.bars);
+
+    // Late data in a closed day: that day from trades until its bars are rebuilt.
+    let topic = env.topic(&env.asx, "trades");
+    let mut late = feed::trade(&env.asx, "equities", "BHP", 5_000_000);
+    late.envelope.exchange_timestamp = "2014-03-12T03:00:00.000250Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap()
+        .timestamp_micros();
+    produce(&rt, &Feed::new(), &[feed::trade_record(&topic, &late)]);
+    env.sink_once(&[], Duration::from_secs(120));
+    let stale = assert_same_as_trades(&lake, Pin::Latest, &requests, "after late data");
+    assert_ne!(stale.bars, first.bars, "the late trade is in the answers");
+    let day: chrono::NaiveDate = "2014-03-12".parse().unwrap();
+    assert!(
+        stale.sources[0].trades_days.contains(&day),
+        "{}",
+        stale.sources[0]
+    );
+    assert!(!stale.sources[0].bars_days.contains(&day));
+    assert!(!stale.sources[0].bars_days.is_empty());
+    let out = env.compact_trades();
+    assert!(out.contains("bars_1m: bars for 1 days"), "{out}");
+    let rebuilt = assert_same_as_trades(&lake, Pin::Latest, &requests, "after the rebuild");
+    assert_eq!(rebuilt.bars, stale.bars);
+    assert!(
+        rebuilt.sources[0].trades_days.is_empty(),
+        "{}",
+        rebuilt.sources[0]
+    );
+    // The pin from before everything still reads as it did.
+    assert_eq!(answers(&lake, before, &requests).bars, first.bars);
+}
