@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k2_query::{Bar, Fill, Interval, Lakehouse, OhlcvRequest, OhlcvSources, Pin, TimeZoneChoice};
-use k2_tests::asx::{actual_bars, expected_bars};
+use k2_query::{
+    Bar, Fill, Interval, Lakehouse, OhlcvRequest, OhlcvSources, Pin, SessionChoice, TimeZoneChoice,
+};
+use k2_tests::asx::{actual_bars, expected_bars, expected_session_bars};
 use k2_tests::feed::{self, Feed};
 use k2_tests::sink::{produce, wait_until};
 use k2_tests::{TestEnv, asx_dir};
@@ -27,8 +29,22 @@ fn requests(env: &TestEnv) -> Vec<OhlcvRequest> {
                 to: "2014-04-01T00:00:00Z".parse().unwrap(),
                 tz,
                 fill: Fill::Omit,
+                session: k2_query::SessionChoice::Off,
             });
         }
+    }
+    // Session bars: by session, from the open, with and without the trades outside it.
+    for (interval, session) in [
+        ("1d", SessionChoice::Regular),
+        ("1h", SessionChoice::Regular),
+        ("1d", SessionChoice::Extended),
+        ("15m", SessionChoice::Extended),
+    ] {
+        out.push(OhlcvRequest {
+            interval: interval.parse().unwrap(),
+            session,
+            ..out[0].clone()
+        });
     }
     // A range that starts inside a day, off the minute: that day from trades.
     out.push(OhlcvRequest {
@@ -160,7 +176,7 @@ fn bars_answer_exactly_what_trades_answer_at_every_pin() {
             r.tz
         );
     }
-    let partial = &built.sources[8];
+    let partial = &built.sources[12];
     assert_eq!(
         partial.trades_days,
         vec!["2014-03-11".parse().unwrap()],
@@ -197,6 +213,47 @@ fn bars_answer_exactly_what_trades_answer_at_every_pin() {
                 "vwap {vwap} vs {want_vwap}"
             );
         }
+    }
+    for r in &requests[8..12] {
+        let bhp = OhlcvRequest {
+            symbols: vec!["BHP".into()],
+            ..r.clone()
+        };
+        let got = actual_bars(&rt.block_on(session.ohlcv(&bhp)).unwrap());
+        let width = (r.interval.seconds() < 86_400).then(|| r.interval.seconds());
+        let want = expected_session_bars(&csv, width, r.session == SessionChoice::Regular);
+        let what = format!("{} {:?}", r.interval, r.session);
+        assert_eq!(got.len(), want.len(), "{what}: bar count");
+        for (start, w) in &want {
+            let (g, _) = got
+                .get(start)
+                .unwrap_or_else(|| panic!("{what}: no bar at {start}"));
+            assert_eq!(
+                (g.open, g.high, g.low, g.close, g.volume, g.trades),
+                (w.open, w.high, w.low, w.close, w.volume, w.trades),
+                "{what} at {start}"
+            );
+        }
+    }
+    // Session mistakes are refused with what to do instead.
+    for (req, message) in [
+        (
+            OhlcvRequest {
+                interval: "2d".parse().unwrap(),
+                ..requests[8].clone()
+            },
+            "at most one session",
+        ),
+        (
+            OhlcvRequest {
+                fill: Fill::Forward,
+                ..requests[8].clone()
+            },
+            "not with a session",
+        ),
+    ] {
+        let e = rt.block_on(session.ohlcv(&req)).unwrap_err().to_string();
+        assert!(e.contains(message), "{e}");
     }
     // A run with nothing new rebuilds nothing.
     let again = env.compact_trades();

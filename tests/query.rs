@@ -38,6 +38,7 @@ fn ohlcv_matches_an_independent_computation_from_the_csv() {
                 to: "2014-04-01T00:00:00Z".parse().unwrap(),
                 tz,
                 fill: Fill::Omit,
+                session: k2_query::SessionChoice::Off,
             };
             let got = actual_bars(&rt.block_on(session.ohlcv(&req)).unwrap());
             let want = expected_bars(&csv, width, local);
@@ -82,6 +83,7 @@ fn ohlcv_fills_forward_as_typed_rows() {
         to,
         tz: TimeZoneChoice::Utc,
         fill: Fill::Forward,
+        session: k2_query::SessionChoice::Off,
     };
     let got = rt.block_on(session.ohlcv_bars(&req)).unwrap();
     let want: BTreeMap<i64, Bar> = expected_bars(&csv, 60, false)
@@ -461,4 +463,137 @@ fn backtest_example_is_reproducible_after_more_data_lands() {
         snapshots(&first),
         "an unpinned run reads the new snapshots"
     );
+}
+
+/// Markouts over trades and quotes of known prices: each trade marked at the mid (or the
+/// last trade) one and ten seconds later, signed by its side, exact decimals; a horizon
+/// that is not a positive duration is refused.
+#[test]
+fn markouts_mark_each_trade_at_each_horizon_signed_by_side() {
+    use k2_common::records::{Dec8, Side};
+    use k2_query::{Horizon, MarkoutPrice, MarkoutRequest, Range};
+    use k2_tests::feed::{self, Feed};
+    let env = TestEnv::ready(2, 1, "1s");
+    let rt = k2_tests::runtime();
+    let (trades_topic, quotes_topic) =
+        (env.topic(&env.asx, "trades"), env.topic(&env.asx, "quotes"));
+    const E8: i128 = 100_000_000;
+    let t0 = feed::DAY0_MICROS + 3_600_000_000;
+    let s = 1_000_000;
+    let quote = |seq: i64, at: i64, bid: i128, ask: i128| {
+        let mut q = feed::quote(&env.asx, "equities", "BHP", seq);
+        q.envelope.exchange_timestamp = at;
+        q.bid_price = Some(Dec8::from_units(bid));
+        q.ask_price = Some(Dec8::from_units(ask));
+        feed::quote_record(&quotes_topic, &q)
+    };
+    let trade = |seq: i64, at: i64, price: i128, side: Side| {
+        let mut t = feed::trade(&env.asx, "equities", "BHP", seq);
+        t.envelope.exchange_timestamp = at;
+        t.price = Dec8::from_units(price);
+        t.side = Some(side);
+        feed::trade_record(&trades_topic, &t)
+    };
+    let records = vec![
+        quote(1, t0, 10 * E8, 12 * E8),
+        quote(2, t0 + 5 * s, 12 * E8, 14 * E8),
+        trade(1, t0 + s / 2, 115 * E8 / 10, Side::Buy),
+        trade(2, t0 + 4 * s, 12 * E8, Side::Sell),
+        trade(3, t0 + 6 * s, 13 * E8, Side::Unknown),
+    ];
+    rt.block_on(Feed::new().send(&records));
+    env.sink_once(&[], Duration::from_secs(120));
+    let lake = rt.block_on(Lakehouse::open(&env.k2_config())).unwrap();
+    let session = rt.block_on(lake.session(Pin::Latest)).unwrap();
+    let ask = |price: MarkoutPrice, horizons: &[&str]| {
+        let req = MarkoutRequest {
+            range: Range {
+                exchange: env.asx.clone(),
+                symbols: vec!["BHP".into()],
+                from: DateTime::from_timestamp_micros(t0).unwrap(),
+                to: DateTime::from_timestamp_micros(t0 + 60 * s).unwrap(),
+            },
+            horizons: horizons
+                .iter()
+                .map(|h| h.parse::<Horizon>())
+                .collect::<Result<_, _>>()?,
+            price,
+        };
+        rt.block_on(session.markouts(&req))
+    };
+    // (price_1s, markout_1s, price_10s, markout_10s) per trade, in 1e-8 units.
+    let table = |batches: Vec<RecordBatch>| -> Vec<[Option<i128>; 4]> {
+        use arrow::array::Array;
+        use arrow::datatypes::Decimal128Type;
+        let mut out = Vec::new();
+        for b in &batches {
+            let col = |n: &str| b[n].as_primitive::<Decimal128Type>().clone();
+            let cols = [
+                col("price_1s"),
+                col("markout_1s"),
+                col("price_10s"),
+                col("markout_10s"),
+            ];
+            for r in 0..b.num_rows() {
+                out.push(cols.each_ref().map(|c| (!c.is_null(r)).then(|| c.value(r))));
+            }
+        }
+        out
+    };
+    let mid = table(ask(MarkoutPrice::Mid, &["1s", "10s"]).unwrap());
+    assert_eq!(
+        mid,
+        vec![
+            // A buy at 11.5: mid 11 a second later (−0.5), 13 ten seconds later (+1.5).
+            [
+                Some(11 * E8),
+                Some(-E8 / 2),
+                Some(13 * E8),
+                Some(3 * E8 / 2)
+            ],
+            // A sell at 12: mid 13 at both (the quote at exactly +1 s counts): −1, −1.
+            [Some(13 * E8), Some(-E8), Some(13 * E8), Some(-E8)],
+            // Side unknown: prices, no markout.
+            [Some(13 * E8), None, Some(13 * E8), None],
+        ]
+    );
+    let last = table(ask(MarkoutPrice::Trade, &["1s", "10s"]).unwrap());
+    assert_eq!(
+        last,
+        vec![
+            [
+                Some(115 * E8 / 10),
+                Some(0),
+                Some(13 * E8),
+                Some(3 * E8 / 2)
+            ],
+            [Some(12 * E8), Some(0), Some(13 * E8), Some(-E8)],
+            [Some(13 * E8), None, Some(13 * E8), None],
+        ]
+    );
+    for bad in ["0s", "-1s", "soon"] {
+        let e = ask(MarkoutPrice::Mid, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("horizon"), "{bad}: {e}");
+    }
+    // The shell: the same question, as CSV.
+    let out = env.run(
+        "k2-query",
+        &[
+            "--format",
+            "csv",
+            "-c",
+            &format!(
+                ".markouts BHP {} {} --horizons 1s,10s --exchange {}",
+                DateTime::from_timestamp_micros(t0).unwrap().to_rfc3339(),
+                DateTime::from_timestamp_micros(t0 + 60 * s)
+                    .unwrap()
+                    .to_rfc3339(),
+                env.asx
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = stdout(&out);
+    assert!(csv.lines().next().unwrap().contains("markout_10s"), "{csv}");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
 }

@@ -73,6 +73,7 @@ fn round_trip(env: &TestEnv, prefix: &str) {
             to: "2100-01-01T00:00:00Z".parse().unwrap(),
             tz: TimeZoneChoice::Exchange,
             fill: Fill::Omit,
+            session: k2_query::SessionChoice::Off,
         }))
         .unwrap();
     let in_bars: i64 = bars.iter().map(|b| b.trades).sum();

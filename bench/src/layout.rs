@@ -341,6 +341,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         to: day_end,
         tz: TimeZoneChoice::Utc,
         fill: Fill::Omit,
+        session: k2_query::SessionChoice::Off,
     };
     let (from, to) = (day_start.to_rfc3339(), day_end.to_rfc3339());
     let scratch = match &args.scratch {

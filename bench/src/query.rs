@@ -19,7 +19,10 @@ use duckdb::Connection;
 
 use k2_common::config::K2Config;
 use k2_query::plan::Filter;
-use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, TimeZoneChoice};
+use k2_query::{
+    Fill, Horizon, Interval, Lakehouse, MarkoutPrice, MarkoutRequest, OhlcvRequest, Pin,
+    TimeZoneChoice,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -215,6 +218,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         to,
         tz: TimeZoneChoice::Utc,
         fill: Fill::Omit,
+        session: k2_query::SessionChoice::Off,
     };
     let cases = [
         Case {
@@ -289,11 +293,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut headline = None;
+    // The latest snapshots without the one-minute bars: what the trades alone answer in.
+    let trades_only = {
+        let pinned = rt.block_on(lake.pin(Pin::Latest))?;
+        let mut ids: std::collections::BTreeMap<String, Option<i64>> = pinned
+            .tables
+            .iter()
+            .map(|(name, t)| (name.clone(), t.snapshot_id))
+            .collect();
+        ids.insert(k2_common::data_type::BARS_1M_TABLE.into(), None);
+        Pin::Snapshots(ids)
+    };
     for case in &cases {
-        for (pin_name, pin) in [("latest", Pin::Latest), ("as-of", Pin::AsOf(as_of))] {
+        for (pin_name, pin) in [
+            ("latest", Pin::Latest),
+            ("latest, trades only", trades_only.clone()),
+            ("as-of", Pin::AsOf(as_of)),
+        ] {
             let snapshot_id = match pin {
-                Pin::Latest => history.last().unwrap().snapshot_id,
-                _ => middle.snapshot_id,
+                Pin::AsOf(_) => middle.snapshot_id,
+                _ => history.last().unwrap().snapshot_id,
             };
             // K2 cold: new session (pinning and views included), one run.
             drop_caches();
@@ -310,6 +329,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 warm.push(d);
             }
             let k2_warm = median(warm);
+            // Which days the bars answered: part of the pin's name in the row.
+            let sources = rt.block_on(session.ohlcv_sources(&case.req))?;
+            let pin_name = if sources.bars_days.is_empty() {
+                pin_name.to_string()
+            } else {
+                format!("{pin_name} ({sources})")
+            };
             let filter = Filter {
                 exchange: Some(case.req.exchange.clone()),
                 symbols: case.req.symbols.clone(),
@@ -385,6 +411,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Markouts of the busiest symbol-day at three horizons, against the last trade's price
+    // (this table has no quotes).
+    let markouts = MarkoutRequest {
+        range: k2_query::Range {
+            exchange: "asx".into(),
+            symbols: vec![busiest.clone()],
+            from: day_start,
+            to: day_end,
+        },
+        horizons: ["1s", "10s", "60s"]
+            .iter()
+            .map(|h| h.parse::<Horizon>())
+            .collect::<Result<_, _>>()?,
+        price: MarkoutPrice::Trade,
+    };
+    drop_caches();
+    let (cold, _) = time(|| {
+        let s = rt.block_on(lake.session(Pin::Latest))?;
+        Ok(rows(&rt.block_on(s.markouts(&markouts))?))
+    })?;
+    let session = rt.block_on(lake.session(Pin::Latest))?;
+    let mut warm = Vec::new();
+    let mut n = 0;
+    for _ in 0..args.repeat {
+        let (d, r) = time(|| Ok(rt.block_on(session.markouts(&markouts))?))?;
+        n = rows(&r);
+        warm.push(d);
+    }
+    println!(
+        "markouts: busiest symbol-day ({n} trades), horizons 1s/10s/60s at the last trade's price: {:.1} ms warm, {:.1} ms cold",
+        median(warm).as_secs_f64() * 1e3,
+        cold.as_secs_f64() * 1e3
+    );
     println!(
         "query: {:.1} ms one symbol-day 1-minute OHLCV, warm, on {total} rows",
         headline.unwrap_or(f64::NAN)

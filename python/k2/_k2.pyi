@@ -75,6 +75,7 @@ class Session:
         end: Instant,
         tz: Literal["utc", "exchange"] = "utc",
         fill: Literal["omit", "forward"] = "omit",
+        session: Literal["none", "regular", "extended"] = "none",
     ) -> Result:
         """Bars: symbol, bucket_start, open, high, low, close, volume, vwap, trades."""
     def ohlcv_sources(
@@ -85,9 +86,21 @@ class Session:
         start: Instant,
         end: Instant,
         tz: Literal["utc", "exchange"] = "utc",
+        session: Literal["none", "regular", "extended"] = "none",
     ) -> dict[str, list[datetime.date]]:
         """Which UTC days of that OHLCV question bars_1m answers and which trades do:
         {"bars_1m": [...], "trades": [...]} (the answer is the same either way)."""
+    def markouts(
+        self,
+        symbols: Symbols,
+        exchange: str,
+        start: Instant,
+        end: Instant,
+        horizons: Sequence[str] = ("1s", "10s", "60s"),
+        price: Literal["mid", "trade"] = "mid",
+    ) -> Result:
+        """Each trade with price_<h> (the mid, or the last trade's price, h after it) and
+        markout_<h> (that price minus the trade's: + for a buy, - for a sell)."""
     def trades(self, symbols: Symbols, exchange: str, start: Instant, end: Instant) -> Result: ...
     def quotes(self, symbols: Symbols, exchange: str, start: Instant, end: Instant) -> Result: ...
     def trades_with_quotes(

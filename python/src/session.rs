@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use k2_query::{Fill, OhlcvRequest, Pin, QueryError, Range, Session, TimeZoneChoice};
+use k2_query::{
+    Fill, Horizon, MarkoutPrice, MarkoutRequest, OhlcvRequest, Pin, QueryError, Range, Session,
+    TimeZoneChoice,
+};
 
 use crate::blocking::{Cancel, Interrupt, Worker};
 use crate::errors;
@@ -167,8 +170,11 @@ impl PySession {
     ///
     /// `interval` is `N` followed by s, m, h or d (`1m`, `15m`, `1d`); bars cover
     /// `[start, end)`; `tz="exchange"` aligns buckets to the exchange's local day;
-    /// `fill="forward"` gives empty buckets the previous close (volume 0, vwap null).
-    #[pyo3(signature = (symbols, exchange, interval, start, end, tz="utc", fill="omit"))]
+    /// `fill="forward"` gives empty buckets the previous close (volume 0, vwap null);
+    /// `session="regular"` cuts buckets from each trading session's open in the exchange's
+    /// time and keeps only the session's trades (`"extended"` keeps the trading day's
+    /// others too); a `1d` bar is then a session.
+    #[pyo3(signature = (symbols, exchange, interval, start, end, tz="utc", fill="omit", session="none"))]
     #[allow(clippy::too_many_arguments)]
     fn ohlcv(
         &self,
@@ -180,8 +186,15 @@ impl PySession {
         end: &Bound<'_, PyAny>,
         tz: &str,
         fill: &str,
+        session: &str,
     ) -> PyResult<QueryResult> {
-        let req = ohlcv_request(symbols, exchange, interval, (start, end), tz, fill)?;
+        let req = ohlcv_request(
+            symbols,
+            exchange,
+            interval,
+            (start, end),
+            (tz, fill, session),
+        )?;
         self.with(py, move |s, c| c.block_on(s.ohlcv(&req))?)
             .map(QueryResult::new)
     }
@@ -189,7 +202,7 @@ impl PySession {
     /// Which days (UTC, as `datetime.date`) of the same OHLCV question the one-minute
     /// bars table answers and which the trades do, at this session's pin: `{"bars_1m":
     /// [...], "trades": [...]}`. The answer is the same either way; this says how fast.
-    #[pyo3(signature = (symbols, exchange, interval, start, end, tz="utc"))]
+    #[pyo3(signature = (symbols, exchange, interval, start, end, tz="utc", session="none"))]
     #[allow(clippy::too_many_arguments)]
     fn ohlcv_sources<'py>(
         &self,
@@ -200,13 +213,50 @@ impl PySession {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
         tz: &str,
+        session: &str,
     ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-        let req = ohlcv_request(symbols, exchange, interval, (start, end), tz, "omit")?;
+        let req = ohlcv_request(
+            symbols,
+            exchange,
+            interval,
+            (start, end),
+            (tz, "omit", session),
+        )?;
         let sources = self.with(py, move |s, c| c.block_on(s.ohlcv_sources(&req))?)?;
         let out = pyo3::types::PyDict::new(py);
         out.set_item(k2_common::data_type::BARS_1M_TABLE, sources.bars_days)?;
         out.set_item("trades", sources.trades_days)?;
         Ok(out)
+    }
+
+    /// Each trade in `[start, end)` marked to the market at each horizon after it:
+    /// `symbol, exchange_timestamp, sequence_number, side, price, quantity`, then per
+    /// horizon `price_<h>` (the mid of the quote prevailing then, or with `price="trade"`
+    /// the last trade's price then) and `markout_<h>` (that price minus the trade's, + for
+    /// a buy, − for a sell, null for an unknown side), exact decimals.
+    #[pyo3(signature = (symbols, exchange, start, end, horizons=vec!["1s".to_string(), "10s".to_string(), "60s".to_string()], price="mid"))]
+    #[allow(clippy::too_many_arguments)]
+    fn markouts(
+        &self,
+        py: Python<'_>,
+        symbols: &Bound<'_, PyAny>,
+        exchange: String,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        horizons: Vec<String>,
+        price: &str,
+    ) -> PyResult<QueryResult> {
+        let req = MarkoutRequest {
+            range: range(symbols, exchange, start, end)?,
+            horizons: horizons
+                .iter()
+                .map(|h| h.parse::<Horizon>())
+                .collect::<Result<_, _>>()
+                .map_err(errors::query)?,
+            price: price.parse::<MarkoutPrice>().map_err(errors::query)?,
+        };
+        self.with(py, move |s, c| c.block_on(s.markouts(&req))?)
+            .map(QueryResult::new)
     }
 
     /// Trades in `[start, end)`, ordered by symbol, exchange time and sequence number.
@@ -385,8 +435,7 @@ fn ohlcv_request(
     exchange: String,
     interval: &str,
     (start, end): (&Bound<'_, PyAny>, &Bound<'_, PyAny>),
-    tz: &str,
-    fill: &str,
+    (tz, fill, session): (&str, &str, &str),
 ) -> PyResult<OhlcvRequest> {
     let r = range(symbols, exchange, start, end)?;
     let interval = interval.parse().map_err(errors::query)?;
@@ -416,5 +465,6 @@ fn ohlcv_request(
         to: r.to,
         tz,
         fill,
+        session: session.parse().map_err(errors::query)?,
     })
 }

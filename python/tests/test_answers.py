@@ -172,3 +172,33 @@ def test_ohlcv_answers_from_bars_where_built(session, exchange):
     # Seconds are not minutes: the trades answer.
     src = session.ohlcv_sources("BHP", exchange=exchange, interval="30s", start=WEEK[0], end=WEEK[1])
     assert src["bars_1m"] == [] and len(src["trades"]) >= 5, src
+
+
+def test_session_bars_match_pandas_on_the_session_trades(session, exchange, asx_dir):
+    """session="regular": one bar per trading day from the 10:00 open, only trades between
+    10:00 and 16:00 Sydney time; "extended" keeps the day's others."""
+    raw = raw_trades(asx_dir, "BHP")
+    inside = raw[(raw["local"].dt.hour >= 10) & (raw["local"].dt.hour < 16)]
+    for choice, trades in (("regular", inside), ("extended", raw)):
+        got = session.ohlcv("BHP", exchange=exchange, interval="1d", start=WEEK[0], end=WEEK[1],
+                            session=choice).to_pandas()
+        by_day = trades.groupby(trades["local"].dt.date)
+        assert list(got["trades"]) == list(by_day.size()), choice
+        assert [Decimal(str(v)) for v in got["volume"]] == list(by_day["volume"].sum()), choice
+        opens = [pd.Timestamp(d).replace(hour=10).tz_localize("Australia/Sydney").tz_convert("UTC")
+                 for d in by_day.size().index]
+        assert list(got["bucket_start"]) == opens, choice
+
+
+def test_markouts_have_a_price_and_a_signed_markout_per_horizon(session, exchange):
+    m = session.markouts("BHP", exchange=exchange, start="2014-03-11", end="2014-03-12",
+                         horizons=["1s", "60s"]).to_pandas()
+    assert len(m) > 0
+    assert {"price_1s", "markout_1s", "price_60s", "markout_60s"} <= set(m.columns)
+    # The ASX sample does not say which side initiated a trade: a price at every horizon
+    # (the day's trades go on), no markout (tests/query.rs checks signed ones).
+    assert m["price_60s"].notna().all()
+    assert m["markout_60s"].isna().all() and set(m["side"].dropna()) <= {"UNKNOWN"}
+    with pytest.raises(k2.QueryError, match="horizon"):
+        session.markouts("BHP", exchange=exchange, start="2014-03-11", end="2014-03-12",
+                         horizons=["0s"])

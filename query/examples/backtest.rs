@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             to: as_of,
             tz: TimeZoneChoice::Utc,
             fill: Fill::Omit,
+            session: k2_query::SessionChoice::Off,
         })
         .await
         .context("loading bars")?;

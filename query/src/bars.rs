@@ -28,6 +28,7 @@ use crate::ohlcv::{OhlcvRequest, TimeZoneChoice};
 use crate::plan::{self, PlannedFile};
 use crate::range::Range;
 use crate::session::Session;
+use crate::trading_session::SessionChoice;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 const MICROS_PER_MINUTE: i64 = 60_000_000;
@@ -201,9 +202,9 @@ impl Session {
                 }
             }
         }
-        let zone = match req.tz {
-            TimeZoneChoice::Utc => None,
-            TimeZoneChoice::Exchange => self.timezone(&req.exchange),
+        let zone = match (req.session, req.tz) {
+            (SessionChoice::Off, TimeZoneChoice::Utc) => None,
+            _ => self.timezone(&req.exchange),
         };
         let mut trades_days = BTreeSet::new();
         for (day, files) in by_day {

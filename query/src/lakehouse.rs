@@ -6,7 +6,7 @@ use std::sync::Arc;
 use iceberg::{Catalog, NamespaceIdent};
 
 use k2_common::catalog::NAMESPACE;
-use k2_common::config::{K2Config, TopicsConfig};
+use k2_common::config::{K2Config, TopicsConfig, TradingSessions};
 use k2_common::data_type::BARS_1M_TABLE;
 
 use crate::TABLES;
@@ -20,6 +20,8 @@ pub struct Lakehouse {
     catalog_uri: String,
     /// Exchange time zones, for bars aligned to the exchange's trading day.
     timezones: BTreeMap<String, chrono_tz::Tz>,
+    /// Exchange trading sessions (hours and calendar), for session bars.
+    sessions: BTreeMap<String, TradingSessions>,
     warehouse: WarehouseAccess,
 }
 
@@ -48,13 +50,20 @@ impl Lakehouse {
             ))
         })?;
         catalog.list_namespaces(None).await.map_err(unreachable)?;
-        let timezones = TopicsConfig::load(&config.topics_file)
-            .map(|t| t.timezones())
-            .unwrap_or_default();
+        // Without topics.yaml the questions still run (no exchange time or sessions); a
+        // topics.yaml that is wrong is an error, as for every other K2 program.
+        let topics = match TopicsConfig::load(&config.topics_file) {
+            Ok(t) => Some(t),
+            Err(_) if !config.topics_file.exists() => None,
+            Err(e) => return Err(QueryError::Invalid(e.to_string())),
+        };
+        let timezones = topics.as_ref().map(|t| t.timezones()).unwrap_or_default();
+        let sessions = topics.map(|t| t.sessions().clone()).unwrap_or_default();
         Ok(Lakehouse {
             catalog,
             catalog_uri,
             timezones,
+            sessions,
             warehouse: WarehouseAccess::from_config(config),
         })
     }
@@ -131,6 +140,11 @@ impl Lakehouse {
     /// A read-only DuckDB session over the pinned tables.
     pub async fn session(&self, pin: Pin) -> Result<Session> {
         let pinned = self.pin(pin).await?;
-        Session::open(pinned, self.timezones.clone(), &self.warehouse).await
+        Session::open(
+            pinned,
+            (self.timezones.clone(), self.sessions.clone()),
+            &self.warehouse,
+        )
+        .await
     }
 }

@@ -11,12 +11,14 @@
 //! [`Session`] is a read-only DuckDB connection with views `trades`, `quotes`,
 //! `reference_data` and `sequence_events` bound to the pinned snapshots; [`ohlcv`] builds
 //! bars, from the one-minute bars table where it holds what the pinned trades hold
-//! ([`bars`]); [`rows`] turns results into typed rows.
+//! ([`bars`]); [`markouts`] marks each trade to the market some time later; [`rows`] turns
+//! results into typed rows.
 
 pub mod bars;
 pub mod error;
 pub mod instant;
 pub mod lakehouse;
+pub mod markouts;
 pub mod ohlcv;
 pub mod plan;
 pub mod questions;
@@ -25,14 +27,17 @@ pub mod rows;
 pub mod session;
 pub mod snapshot;
 mod storage;
+pub mod trading_session;
 
 pub use bars::OhlcvSources;
 pub use error::{QueryError, Result};
 pub use lakehouse::Lakehouse;
+pub use markouts::{Horizon, MarkoutPrice, MarkoutRequest};
 pub use ohlcv::{Bar, Fill, Interval, OhlcvRequest, TimeZoneChoice};
 pub use range::Range;
 pub use session::Session;
 pub use snapshot::{Pin, Pinned, SnapshotInfo};
+pub use trading_session::SessionChoice;
 
 /// Tables the query module knows, in `market_data`.
 pub use k2_common::data_type::TABLES;

@@ -13,7 +13,10 @@ use arrow::record_batch::RecordBatch;
 use clap::{Parser, ValueEnum};
 
 use k2_common::startup::Program;
-use k2_query::{Fill, Interval, Lakehouse, OhlcvRequest, Pin, Session, TimeZoneChoice};
+use k2_query::{
+    Fill, Horizon, Interval, Lakehouse, MarkoutPrice, MarkoutRequest, OhlcvRequest, Pin, Session,
+    SessionChoice, TimeZoneChoice,
+};
 
 #[derive(Parser)]
 #[command(
@@ -183,7 +186,13 @@ const HELP: &str = "\
                                 end of that UTC day), or back to the latest
 .ohlcv <symbol> <interval> <from> <to> [--exchange <ex>] [--tz exchange|utc]
        [--fill none|forward]    bars: bucket_start, open, high, low, close, volume, vwap, trades
-                                (forward: empty buckets carry the last close, volume 0)
+       [--session none|regular|extended]
+                                (forward: empty buckets carry the last close, volume 0;
+                                regular: buckets from each session's open, in-session
+                                trades only; extended: the trading day's others too)
+.markouts <symbol> <from> <to> [--horizons 1s,10s,60s] [--price mid|trade] [--exchange <ex>]
+                                each trade with the price at each horizon after it and its
+                                markout (price then − trade price, + for a buy, − for a sell)
 .timer on|off                   print how long each statement took (and, after .ohlcv,
                                 how many days came from bars_1m and how many from trades)
 .help                           this text
@@ -254,6 +263,7 @@ impl Shell {
                 let mut exchange = None;
                 let mut tz = TimeZoneChoice::Utc;
                 let mut fill = Fill::Omit;
+                let mut session = SessionChoice::Off;
                 let mut it = rest.iter();
                 while let Some(flag) = it.next() {
                     match (*flag, it.next()) {
@@ -262,6 +272,7 @@ impl Shell {
                         ("--tz", Some(&"utc")) => tz = TimeZoneChoice::Utc,
                         ("--fill", Some(&"forward")) => fill = Fill::Forward,
                         ("--fill", Some(&"none")) => fill = Fill::Omit,
+                        ("--session", Some(choice)) => session = choice.parse()?,
                         (other, _) => bail!(".ohlcv: unexpected {other:?}; see .help"),
                     }
                 }
@@ -280,6 +291,7 @@ impl Shell {
                     to,
                     tz,
                     fill,
+                    session,
                 };
                 let batches = self.runtime.block_on(self.session.ohlcv(&req))?;
                 if self.timer {
@@ -292,6 +304,41 @@ impl Shell {
                     .map(|b| b.project(&(1..b.num_columns()).collect::<Vec<_>>()))
                     .collect::<Result<_, _>>()?;
                 self.print(&projected)?;
+            }
+            ["markouts", symbol, from, to, rest @ ..] => {
+                let mut exchange = None;
+                let mut horizons = "1s,10s,60s".to_string();
+                let mut price = MarkoutPrice::Mid;
+                let mut it = rest.iter();
+                while let Some(flag) = it.next() {
+                    match (*flag, it.next()) {
+                        ("--exchange", Some(ex)) => exchange = Some(ex.to_string()),
+                        ("--horizons", Some(h)) => horizons = h.to_string(),
+                        ("--price", Some(p)) => price = p.parse()?,
+                        (other, _) => bail!(".markouts: unexpected {other:?}; see .help"),
+                    }
+                }
+                let horizons = horizons
+                    .split(',')
+                    .map(str::parse::<Horizon>)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (from, to) = (parse_instant(from)?, parse_instant(to)?);
+                let exchange = match exchange {
+                    Some(e) => e,
+                    None => self.only_exchange()?,
+                };
+                let req = MarkoutRequest {
+                    range: k2_query::Range {
+                        exchange,
+                        symbols: vec![symbol.to_string()],
+                        from,
+                        to,
+                    },
+                    horizons,
+                    price,
+                };
+                let batches = self.runtime.block_on(self.session.markouts(&req))?;
+                self.print(&batches)?;
             }
             _ => bail!("unknown or incomplete command .{dot}; see .help"),
         }

@@ -19,6 +19,7 @@ use crate::error::{QueryError, Result};
 use crate::range::{IN_RANGE, Range};
 use crate::session::{Session, read_parquet};
 use crate::storage::literal;
+use crate::trading_session::{SessionChoice, SessionSql};
 
 /// A bar width `N{s,m,h,d}`, e.g. `1m`, `15m`, `1h`, `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +130,9 @@ pub struct OhlcvRequest {
     pub to: DateTime<Utc>,
     pub tz: TimeZoneChoice,
     pub fill: Fill,
+    /// Buckets from each trading session's open (in the exchange's time, whatever `tz`
+    /// says), or by the clock (`Off`).
+    pub session: SessionChoice,
 }
 
 impl OhlcvRequest {
@@ -187,6 +191,12 @@ impl Session {
         }
         range.filter()?;
         self.check_exchange(&req.exchange)?;
+        let sessions = SessionSql::new(self, req)?;
+        if sessions.is_some() && req.fill == Fill::Forward {
+            return Err(QueryError::Invalid(
+                "filling forward is by the clock: not with a session".into(),
+            ));
+        }
         let sourced = if self.bars_may_answer(req) {
             self.sourced(req, &range).await?
         } else {
@@ -206,9 +216,10 @@ impl Session {
         // for every row (20x slower in bench/query). For UTC the naive value comes from the
         // epoch microseconds, with no zone conversion at all; another zone needs one ICU
         // conversion per row each way.
-        let zone = match req.tz {
-            TimeZoneChoice::Utc => None,
-            TimeZoneChoice::Exchange => Some(literal(
+        let zone = match (&sessions, req.tz) {
+            (Some(s), _) => Some(s.zone().to_string()),
+            (None, TimeZoneChoice::Utc) => None,
+            (None, TimeZoneChoice::Exchange) => Some(literal(
                 self.timezone(&req.exchange)
                     .ok_or_else(|| {
                         QueryError::Invalid(format!(
@@ -234,7 +245,12 @@ impl Session {
             None => format!("make_timestamptz(epoch_us({c}))"),
             Some(tz) => format!("timezone({tz}, {c})"),
         };
-        let bucket_rows = bucket("exchange_timestamp");
+        // With a session: the trading day's session joined to every row, buckets from its
+        // open.
+        let in_session = |e: &str| sessions.as_ref().map_or(String::new(), |s| s.join(e));
+        let bucketed = |e: &str| sessions.as_ref().map_or_else(|| bucket(e), |s| s.bucket(e));
+        let bucket_rows = bucketed("exchange_timestamp");
+        let join_rows = in_session("exchange_timestamp");
         let bucket_start = instant("local_bucket");
         // The grid's ends are the request's own instants (formatted here, not user text).
         let grid_from = bucket(&format!("TIMESTAMPTZ '{}'", req.from.to_rfc3339()));
@@ -253,7 +269,7 @@ impl Session {
                         sum(quantity) AS volume,
                         CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
                         count(*) AS trades
-                 FROM {src}
+                 FROM {src} {join_rows}
                  WHERE {IN_RANGE}
                  GROUP BY ALL)"
             )
@@ -281,8 +297,9 @@ impl Session {
                     read_parquet(&sourced.trades_files)
                 )
             };
-            let bucket_minutes = bucket("minute");
-            let per_bucket = if req.interval.seconds() == 60 {
+            let bucket_minutes = bucketed("minute");
+            let join_minutes = in_session("minute");
+            let per_bucket = if req.interval.seconds() == 60 && sessions.is_none() {
                 // A minute is a bucket: nothing to aggregate.
                 format!(
                     "SELECT symbol, {bucket_minutes} AS local_bucket, open, high, low, close,
@@ -300,7 +317,7 @@ impl Session {
                             sum(volume) AS volume,
                             CAST(sum(notional) / sum(volume) AS DECIMAL(18, 8)) AS vwap,
                             CAST(sum(trades) AS BIGINT) AS trades
-                     FROM minutes
+                     FROM minutes {join_minutes}
                      GROUP BY ALL"
                 )
             };
@@ -314,6 +331,10 @@ impl Session {
                  bars AS ({per_bucket})",
                 read_parquet(&sourced.bars_files)
             )
+        };
+        let bars = match &sessions {
+            Some(s) => format!("{}, {bars}", s.cte),
+            None => bars,
         };
         let sql = match req.fill {
             Fill::Omit => format!(

@@ -127,6 +127,7 @@ impl Session {
             to: range.to,
             tz: TimeZoneChoice::Exchange,
             fill: Fill::Omit,
+            session: crate::SessionChoice::Off,
         })
         .await
     }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use arrow::record_batch::RecordBatch;
 use duckdb::{Connection, ToSql};
 use iceberg::spec::{PrimitiveType, Type};
+use k2_common::config::TradingSessions;
 
 use crate::error::{QueryError, Result};
 use crate::plan::{self, Filter};
@@ -22,6 +23,7 @@ pub struct Session {
     conn: Connection,
     pinned: Pinned,
     timezones: BTreeMap<String, chrono_tz::Tz>,
+    sessions: BTreeMap<String, TradingSessions>,
     /// Set once the SQL views exist.
     views: tokio::sync::OnceCell<()>,
 }
@@ -99,7 +101,10 @@ fn strip_explain(query: &str) -> &str {
 impl Session {
     pub(crate) async fn open(
         pinned: Pinned,
-        timezones: BTreeMap<String, chrono_tz::Tz>,
+        (timezones, sessions): (
+            BTreeMap<String, chrono_tz::Tz>,
+            BTreeMap<String, TradingSessions>,
+        ),
         warehouse: &WarehouseAccess,
     ) -> Result<Self> {
         let conn = Connection::open_in_memory()?;
@@ -109,6 +114,7 @@ impl Session {
             conn,
             pinned,
             timezones,
+            sessions,
             views: tokio::sync::OnceCell::new(),
         })
     }
@@ -223,6 +229,11 @@ impl Session {
 
     pub(crate) fn timezone(&self, exchange: &str) -> Option<chrono_tz::Tz> {
         self.timezones.get(exchange).copied()
+    }
+
+    /// The exchange's trading sessions (topics.yaml's hours and calendar).
+    pub(crate) fn trading_sessions(&self, exchange: &str) -> Option<&TradingSessions> {
+        self.sessions.get(exchange)
     }
 
     /// Files of `table` at its pinned snapshot that may match `filter` (empty if the

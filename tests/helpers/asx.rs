@@ -57,22 +57,7 @@ pub fn expected_bars(csv: &str, width: i64, local: bool) -> BTreeMap<i64, Bar> {
             let s = utc.timestamp();
             (s - s.rem_euclid(width)) * 1_000_000
         };
-        // Rows are in time order within the file (ties keep file order = sequence order).
-        let bar = bars.entry(start).or_insert(Bar {
-            open: p,
-            high: p,
-            low: p,
-            close: p,
-            volume: 0,
-            notional: 0,
-            trades: 0,
-        });
-        bar.high = bar.high.max(p);
-        bar.low = bar.low.min(p);
-        bar.close = p;
-        bar.volume += q;
-        bar.notional += p * q / 100_000_000;
-        bar.trades += 1;
+        add(&mut bars, start, p, q);
     }
     bars
 }
@@ -110,4 +95,59 @@ pub fn actual_bars(batches: &[RecordBatch]) -> BTreeMap<i64, (Bar, i128)> {
         }
     }
     out
+}
+
+/// Session bars from the CSV (ASX regular session 10:00–16:00 Sydney time, every date in
+/// the sample a trading day): bucket start (UTC micros) → bar. `width` in seconds from the
+/// open, `None` for one bar per session; `regular` drops trades outside the session.
+pub fn expected_session_bars(csv: &str, width: Option<i64>, regular: bool) -> BTreeMap<i64, Bar> {
+    let mut bars: BTreeMap<i64, Bar> = BTreeMap::new();
+    for line in csv.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let local =
+            NaiveDateTime::parse_from_str(&format!("{} {}", f[0], f[1]), "%m/%d/%Y %H:%M:%S%.3f")
+                .unwrap();
+        let open = local.date().and_hms_opt(10, 0, 0).unwrap();
+        let close = local.date().and_hms_opt(16, 0, 0).unwrap();
+        if regular && (local < open || local >= close) {
+            continue;
+        }
+        let start = match width {
+            None => open,
+            Some(w) => {
+                let offset = (local - open).num_microseconds().unwrap();
+                open + chrono::Duration::microseconds(
+                    offset.div_euclid(w * 1_000_000) * w * 1_000_000,
+                )
+            }
+        };
+        let start = Sydney
+            .from_local_datetime(&start)
+            .earliest()
+            .unwrap()
+            .timestamp_micros();
+        let (p, q) = (units(f[2]), units(f[3]));
+        add(&mut bars, start, p, q);
+    }
+    bars
+}
+
+/// A trade at price `p`, quantity `q` into the bar starting at `start`. Rows are in time order
+/// within a file (ties keep file order = sequence order), so the last trade closes the bar.
+fn add(bars: &mut BTreeMap<i64, Bar>, start: i64, p: i128, q: i128) {
+    let bar = bars.entry(start).or_insert(Bar {
+        open: p,
+        high: p,
+        low: p,
+        close: p,
+        volume: 0,
+        notional: 0,
+        trades: 0,
+    });
+    bar.high = bar.high.max(p);
+    bar.low = bar.low.min(p);
+    bar.close = p;
+    bar.volume += q;
+    bar.notional += p * q / 100_000_000;
+    bar.trades += 1;
 }

@@ -246,7 +246,11 @@ impl TestEnv {
         let shipped = std::fs::read_to_string(repo_root().join("config/topics.yaml")).unwrap();
         let topics_text = shipped
             .replace("      asx:\n", &format!("      {asx}:\n"))
-            .replace("      binance:\n", &format!("      {binance}:\n"));
+            .replace("      binance:\n", &format!("      {binance}:\n"))
+            .replace(
+                "calendar: calendars/",
+                &format!("calendar: {}/config/calendars/", repo_root().display()),
+            );
         let topics = dir.path().join("topics.yaml");
         std::fs::write(&topics, topics_text).unwrap();
         let config = dir.path().join("k2.toml");

@@ -1,11 +1,13 @@
 //! Configuration: `config/topics.yaml` (what topics exist) and `config/k2.toml` (how this
 //! process runs). Every error names the file, the key path and what was expected.
 
+mod calendar;
 mod error;
 mod process;
 mod secret;
 mod topics;
 
+pub use calendar::TradingSessions;
 pub use error::ConfigError;
 pub use process::{
     CatalogConfig, CommitPolicy, GroupProtocol, K2Config, KafkaConfig, LogConfig, LogFormat,

@@ -7,6 +7,7 @@ use chrono::NaiveTime;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::calendar::TradingSessions;
 use crate::schema::BuiltinSchema;
 use crate::subscription::Subscription;
 use crate::topic::{DataType, TopicName, is_valid_segment};
@@ -42,6 +43,10 @@ pub struct ExchangeSpec {
     pub timezone: String,
     pub trading_hours: TradingHours,
     pub description: String,
+    /// The exchange's trading calendar (closed weekdays, holidays, early closes): a YAML
+    /// file, relative to topics.yaml. Without one every day has a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
 }
 
 impl ExchangeSpec {
@@ -161,6 +166,8 @@ pub struct TopicsConfig {
     /// exchange code → asset class; exchange codes are unique across asset classes so a
     /// topic's exchange segment alone identifies the venue.
     exchange_index: BTreeMap<String, String>,
+    /// exchange code → its trading sessions (hours and calendar).
+    sessions: BTreeMap<String, TradingSessions>,
 }
 
 const MAX_PARTITIONS: u32 = 10_000;
@@ -205,6 +212,11 @@ impl TopicsConfig {
                     .map(|(code, ex)| (code.clone(), ex.tz()))
             })
             .collect()
+    }
+
+    /// Every exchange code with its trading sessions.
+    pub fn sessions(&self) -> &BTreeMap<String, TradingSessions> {
+        &self.sessions
     }
 
     pub fn data_types(&self) -> &BTreeMap<DataType, DataTypeSpec> {
@@ -356,6 +368,7 @@ impl Validator<'_> {
             return Err(self.err("asset_classes".into(), "at least one asset class", "none"));
         }
         let mut exchange_index = BTreeMap::new();
+        let mut sessions = BTreeMap::new();
         for (ac, spec) in &raw.asset_classes {
             let key = format!("asset_classes.{ac}");
             if !is_valid_segment(ac) {
@@ -384,7 +397,16 @@ impl Validator<'_> {
                         format!("`{ex}` also under asset_classes.{other}"),
                     ));
                 }
-                self.validate_exchange(&key, exchange)?;
+                let hours = self.validate_exchange(&key, exchange)?;
+                sessions.insert(
+                    ex.clone(),
+                    TradingSessions::load(
+                        self.file,
+                        &format!("{key}.calendar"),
+                        (exchange.tz(), hours.0, hours.1),
+                        exchange.calendar.as_deref(),
+                    )?,
+                );
             }
         }
 
@@ -436,10 +458,12 @@ impl Validator<'_> {
             defaults: raw.defaults,
             schema_registry: raw.schema_registry,
             exchange_index,
+            sessions,
         })
     }
 
-    fn validate_exchange(&self, key: &str, ex: &ExchangeSpec) -> Result<(), ConfigError> {
+    /// The exchange checked; its regular hours as minutes after local midnight.
+    fn validate_exchange(&self, key: &str, ex: &ExchangeSpec) -> Result<(u32, u32), ConfigError> {
         self.validate_partitions(&format!("{key}.partitions"), ex.partitions)?;
         if ex.name.trim().is_empty() {
             return Err(self.err(format!("{key}.name"), "a non-empty name", "``"));
@@ -479,7 +503,7 @@ impl Validator<'_> {
                 format!("`{}`", ex.trading_hours.close),
             ));
         }
-        Ok(())
+        Ok((open, close))
     }
 
     fn validate_data_type(&self, key: &str, spec: &DataTypeSpec) -> Result<(), ConfigError> {
