@@ -255,6 +255,18 @@ fn bars_answer_exactly_what_trades_answer_at_every_pin() {
         let e = rt.block_on(session.ohlcv(&req)).unwrap_err().to_string();
         assert!(e.contains(message), "{e}");
     }
+    // The bars are a table like the others in SQL: every trade counted once.
+    let count = |sql: &str| {
+        use arrow::array::AsArray;
+        rt.block_on(session.sql(sql, &[])).unwrap()[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    };
+    assert_eq!(
+        count("SELECT CAST(sum(trades) AS BIGINT) FROM bars_1m"),
+        count("SELECT count(*) FROM trades")
+    );
     // A run with nothing new rebuilds nothing.
     let again = env.compact_trades();
     assert!(again.contains("bars_1m: bars for 0 days"), "{again}");
@@ -308,4 +320,198 @@ fn bars_answer_exactly_what_trades_answer_at_every_pin() {
     );
     // The pin from before everything still reads as it did.
     assert_eq!(answers(&lake, before, &requests).bars, first.bars);
+}
+
+/// Random trades (equal timestamps, sequence numbers out of time order, zero quantities)
+/// written straight into the trades table in a few commits, their bars built by
+/// maintenance; then, for random intervals that are whole minutes, random ranges (on the
+/// minute and off it), both time zones and every session choice, the answer through the
+/// bars equals the trades' own. `K2_TEST_SEED` replays a run (the seed is printed).
+#[test]
+fn bars_equal_trades_for_random_trades_and_intervals() {
+    use rand::{Rng, SeedableRng};
+    let env = TestEnv::new();
+    let rt = k2_tests::runtime();
+    let seed: u64 = std::env::var("K2_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("K2_TEST_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let config = env.k2_config();
+    let day0 = feed::DAY0_MICROS;
+    rt.block_on(write_random_trades(&config, &env.asx, &mut rng, day0));
+    let out = env.compact_trades();
+    assert!(out.contains("bars_1m: bars for"), "{out}");
+    let lake = rt.block_on(Lakehouse::open(&config)).unwrap();
+    let minute = 60_000_000i64;
+    for case in 0..40 {
+        let minutes = [1, 2, 3, 5, 7, 10, 15, 30, 45, 60, 90, 240, 1440][rng.random_range(0..13)];
+        let interval = if rng.random_bool(0.2) {
+            "1d".parse::<Interval>().unwrap()
+        } else {
+            format!("{minutes}m").parse::<Interval>().unwrap()
+        };
+        // From a day before the data to a day after, on the minute (or, one time in five,
+        // a few microseconds off it).
+        let at = |rng: &mut rand::rngs::StdRng| {
+            let m = rng.random_range(-1440..4 * 1440i64);
+            let off = if rng.random_bool(0.2) { rng.random_range(1..1000) } else { 0 };
+            day0 + m * minute + off
+        };
+        let (a, b) = (at(&mut rng), at(&mut rng));
+        if a == b {
+            continue;
+        }
+        let req = OhlcvRequest {
+            symbols: SYMBOLS[..rng.random_range(1..=SYMBOLS.len())]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            exchange: env.asx.clone(),
+            interval,
+            from: chrono::DateTime::from_timestamp_micros(a.min(b)).unwrap(),
+            to: chrono::DateTime::from_timestamp_micros(a.max(b)).unwrap(),
+            tz: [TimeZoneChoice::Utc, TimeZoneChoice::Exchange][rng.random_range(0..2)],
+            fill: Fill::Omit,
+            session: [
+                SessionChoice::Off,
+                SessionChoice::Regular,
+                SessionChoice::Extended,
+            ][rng.random_range(0..3)],
+        };
+        let got = answers(&lake, Pin::Latest, std::slice::from_ref(&req));
+        let raw = answers(
+            &lake,
+            without_bars(&lake, Pin::Latest),
+            std::slice::from_ref(&req),
+        );
+        assert_eq!(
+            got.bars, raw.bars,
+            "case {case} (K2_TEST_SEED={seed}): {req:?} ({})",
+            got.sources[0]
+        );
+    }
+}
+
+const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
+
+/// About 4,000 random trades over three UTC days from `day0`, in three commits through
+/// K2's own writer and commit.
+async fn write_random_trades(
+    config: &k2_common::config::K2Config,
+    exchange: &str,
+    rng: &mut rand::rngs::StdRng,
+    day0: i64,
+) {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Decimal128Array, Int32Array, Int64Array, StringArray};
+    use arrow::array::{RecordBatch, TimestampMicrosecondArray, new_null_array};
+    use k2_common::DataType;
+    use k2_table::layout::{self, TableLayout};
+    use k2_table::stage::append::{self, Append, ManifestMerge};
+    use rand::Rng;
+    use rand::seq::SliceRandom;
+
+    let catalog = k2_common::catalog::connect(config).await.unwrap();
+    let layout = TableLayout::new(
+        DataType::Trades,
+        &k2_common::schema::BuiltinSchema::TRADE.parse(),
+    )
+    .unwrap();
+    layout::ensure_table(catalog.as_ref(), &layout).await.unwrap();
+    let committer = k2_table::commit::MetadataCommitter::connect(config)
+        .await
+        .unwrap();
+    // A few instants many trades share, beside scattered ones.
+    let shared: Vec<i64> = (0..20)
+        .map(|_| day0 + rng.random_range(0..3 * 86_400_000_000i64))
+        .collect();
+    let mut offset = 0i64;
+    for commit in 0..3 {
+        let n = rng.random_range(1_000..1_500usize);
+        let mut rows: Vec<(String, i64, i64, i128, i128)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let symbol = SYMBOLS[rng.random_range(0..SYMBOLS.len())].to_string();
+            let ts = if rng.random_bool(0.3) {
+                shared[rng.random_range(0..shared.len())]
+            } else {
+                day0 + rng.random_range(0..3 * 86_400_000_000i64)
+            };
+            let price = rng.random_range(100_000_000..10_000_000_000i128);
+            let quantity = if rng.random_bool(0.05) {
+                0
+            } else {
+                rng.random_range(1..100_000_000_000i128)
+            };
+            rows.push((symbol, ts, 0, price, quantity));
+        }
+        // Sequence numbers per symbol, shuffled against time.
+        let mut seqs: Vec<i64> = (0..n as i64).map(|i| i + commit * 10_000).collect();
+        seqs.shuffle(rng);
+        for (r, s) in rows.iter_mut().zip(seqs) {
+            r.2 = s;
+        }
+        let schema = layout.arrow_schema.clone();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                let strings = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
+                match f.name().as_str() {
+                    "symbol" => strings(rows.iter().map(|r| r.0.clone()).collect()),
+                    "exchange" => strings(vec![exchange.to_string(); n]),
+                    "asset_class" => strings(vec!["equities".to_string(); n]),
+                    "kafka_topic" => strings(vec!["random".to_string(); n]),
+                    "exchange_timestamp" | "ingestion_timestamp" | "ingested_at" => Arc::new(
+                        TimestampMicrosecondArray::from(
+                            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                        )
+                        .with_timezone("+00:00"),
+                    ),
+                    "sequence_number" => {
+                        Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()))
+                    }
+                    "kafka_offset" => Arc::new(Int64Array::from(
+                        (offset..offset + n as i64).collect::<Vec<_>>(),
+                    )),
+                    "kafka_partition" => Arc::new(Int32Array::from(vec![0; n])),
+                    "price" => Arc::new(
+                        Decimal128Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+                            .with_precision_and_scale(18, 8)
+                            .unwrap(),
+                    ),
+                    "quantity" => Arc::new(
+                        Decimal128Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+                            .with_precision_and_scale(28, 8)
+                            .unwrap(),
+                    ),
+                    _ => new_null_array(f.data_type(), n),
+                }
+            })
+            .collect();
+        offset += n as i64;
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        let table = catalog.load_table(&layout.ident).await.unwrap();
+        let files =
+            k2_table::writer::write_data_files(&table, &[batch], &format!("random-{commit}"))
+                .await
+                .unwrap();
+        let staged = append::stage(
+            &table,
+            Append {
+                files,
+                properties: Default::default(),
+                timestamp_ms: chrono::Utc::now().timestamp_millis(),
+            },
+            ManifestMerge::of(table.metadata()),
+        )
+        .await
+        .unwrap();
+        committer
+            .commit_to(catalog.as_ref(), &layout.ident, staged)
+            .await
+            .unwrap();
+    }
 }

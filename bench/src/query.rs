@@ -73,7 +73,7 @@ pub fn ohlcv_sql(req: &OhlcvRequest, src: &str, filter: &str) -> String {
                 max(price) AS high, min(price) AS low,
                 arg_max(price, (exchange_timestamp, sequence_number)) AS close,
                 sum(quantity) AS volume,
-                CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
+                CAST(sum(price * quantity) / nullif(sum(quantity), 0) AS DECIMAL(18, 8)) AS vwap,
                 count(*) AS trades
          FROM {src}
          WHERE {filter}

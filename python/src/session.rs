@@ -133,7 +133,7 @@ fn range(
 #[pymethods]
 impl PySession {
     /// Runs a query (SELECT, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN) over the
-    /// views `trades`, `quotes`, `reference_data` and `sequence_events`, with `params`
+    /// views `trades`, `quotes`, `reference_data`, `sequence_events` and `bars_1m`, with `params`
     /// bound to its `?` placeholders in order. Statements that write raise `QueryError`.
     #[pyo3(signature = (query, params=None))]
     fn sql(

@@ -202,3 +202,9 @@ def test_markouts_have_a_price_and_a_signed_markout_per_horizon(session, exchang
     with pytest.raises(k2.QueryError, match="horizon"):
         session.markouts("BHP", exchange=exchange, start="2014-03-11", end="2014-03-12",
                          horizons=["0s"])
+
+
+def test_the_bars_table_is_a_view_like_the_others(session):
+    trades = session.sql("SELECT count(*) AS n FROM trades").to_pandas()["n"][0]
+    in_bars = session.sql("SELECT CAST(sum(trades) AS BIGINT) AS n FROM bars_1m").to_pandas()["n"][0]
+    assert in_bars == trades

@@ -9,7 +9,7 @@
 //!
 //! [`Lakehouse`] connects to the catalog; [`Pin`] says which instant to read;
 //! [`Session`] is a read-only DuckDB connection with views `trades`, `quotes`,
-//! `reference_data` and `sequence_events` bound to the pinned snapshots; [`ohlcv`] builds
+//! `reference_data`, `sequence_events` and `bars_1m` bound to the pinned snapshots; [`ohlcv`] builds
 //! bars, from the one-minute bars table where it holds what the pinned trades hold
 //! ([`bars`]); [`markouts`] marks each trade to the market some time later; [`rows`] turns
 //! results into typed rows.

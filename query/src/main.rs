@@ -196,7 +196,8 @@ const HELP: &str = "\
 .timer on|off                   print how long each statement took (and, after .ohlcv,
                                 how many days came from bars_1m and how many from trades)
 .help                           this text
-Anything else is SQL over the views trades, quotes, reference_data, sequence_events.";
+Anything else is SQL over the views trades, quotes, reference_data, sequence_events,
+bars_1m.";
 
 impl Shell {
     fn run(&mut self, input: &str) -> anyhow::Result<()> {

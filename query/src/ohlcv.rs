@@ -3,7 +3,8 @@
 //!
 //! Prices and volumes stay decimals end to end; VWAP is `sum(price × quantity) /
 //! sum(quantity)`, both sums exact decimals, the one division done by DuckDB in double
-//! precision and rounded to 8 places (relative error below 1e-15 before rounding).
+//! precision and rounded to 8 places (relative error below 1e-15 before rounding); null
+//! for a bucket whose trades all have quantity zero.
 
 use std::str::FromStr;
 
@@ -267,7 +268,7 @@ impl Session {
                         min(price) AS low,
                         arg_max(price, (exchange_timestamp, sequence_number)) AS close,
                         sum(quantity) AS volume,
-                        CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 8)) AS vwap,
+                        CAST(sum(price * quantity) / nullif(sum(quantity), 0) AS DECIMAL(18, 8)) AS vwap,
                         count(*) AS trades
                  FROM {src} {join_rows}
                  WHERE {IN_RANGE}
@@ -303,7 +304,7 @@ impl Session {
                 // A minute is a bucket: nothing to aggregate.
                 format!(
                     "SELECT symbol, {bucket_minutes} AS local_bucket, open, high, low, close,
-                            volume, CAST(notional / volume AS DECIMAL(18, 8)) AS vwap,
+                            volume, CAST(notional / nullif(volume, 0) AS DECIMAL(18, 8)) AS vwap,
                             trades
                      FROM minutes"
                 )
@@ -315,7 +316,7 @@ impl Session {
                             min(low) AS low,
                             arg_max(close, minute) AS close,
                             sum(volume) AS volume,
-                            CAST(sum(notional) / sum(volume) AS DECIMAL(18, 8)) AS vwap,
+                            CAST(sum(notional) / nullif(sum(volume), 0) AS DECIMAL(18, 8)) AS vwap,
                             CAST(sum(trades) AS BIGINT) AS trades
                      FROM minutes {join_minutes}
                      GROUP BY ALL"

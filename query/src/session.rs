@@ -1,5 +1,5 @@
-//! A read-only DuckDB connection whose views `trades`, `quotes`, `reference_data` and
-//! `sequence_events` read exactly the data files of the pinned snapshots.
+//! A read-only DuckDB connection whose views `trades`, `quotes`, `reference_data`,
+//! `sequence_events` and `bars_1m` read exactly the data files of the pinned snapshots.
 //!
 //! The views are planned and bound on the first SQL statement, not when the session
 //! opens: a view lists every data file of its table, and binding it reads every file's
