@@ -356,7 +356,11 @@ fn bars_equal_trades_for_random_trades_and_intervals() {
         // a few microseconds off it).
         let at = |rng: &mut rand::rngs::StdRng| {
             let m = rng.random_range(-1440..4 * 1440i64);
-            let off = if rng.random_bool(0.2) { rng.random_range(1..1000) } else { 0 };
+            let off = if rng.random_bool(0.2) {
+                rng.random_range(1..1000)
+            } else {
+                0
+            };
             day0 + m * minute + off
         };
         let (a, b) = (at(&mut rng), at(&mut rng));
@@ -420,7 +424,9 @@ async fn write_random_trades(
         &k2_common::schema::BuiltinSchema::TRADE.parse(),
     )
     .unwrap();
-    layout::ensure_table(catalog.as_ref(), &layout).await.unwrap();
+    layout::ensure_table(catalog.as_ref(), &layout)
+        .await
+        .unwrap();
     let committer = k2_table::commit::MetadataCommitter::connect(config)
         .await
         .unwrap();
@@ -470,9 +476,9 @@ async fn write_random_trades(
                         )
                         .with_timezone("+00:00"),
                     ),
-                    "sequence_number" => {
-                        Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()))
-                    }
+                    "sequence_number" => Arc::new(Int64Array::from(
+                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    )),
                     "kafka_offset" => Arc::new(Int64Array::from(
                         (offset..offset + n as i64).collect::<Vec<_>>(),
                     )),
