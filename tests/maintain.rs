@@ -68,19 +68,6 @@ fn lineage_at(env: &TestEnv, snapshot_id: i64) -> Vec<Key> {
     })
 }
 
-fn maintain(env: &TestEnv, args: &[&str]) -> String {
-    let mut all = vec!["maintain"];
-    all.extend_from_slice(args);
-    let out = env.run("k2-admin", &all);
-    assert!(
-        out.status.success(),
-        "k2-admin {all:?} failed:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 fn lineage_sums(keys: &[Key]) -> (i64, i64) {
     (keys.len() as i64, keys.iter().map(|k| k.2).sum())
 }
@@ -122,13 +109,13 @@ fn expiry_beside_a_running_sink_keeps_the_window_and_loses_nothing() {
     let window = format!("{}ms", now_ms - pinned_ms + MARGIN_MS);
     env.var("K2_MAINTENANCE__SNAPSHOT_RETENTION", &window);
     let before = snapshots(&env);
-    let dry = maintain(&env, &["expire", "--table", "trades", "--dry-run"]);
+    let dry = env.maintain(&["expire", "--table", "trades", "--dry-run"]);
     assert!(dry.contains("snapshots would expire"), "{dry}");
     assert!(
         snapshots(&env).len() >= before.len(),
         "a dry run changes nothing"
     );
-    let out = maintain(&env, &["expire"]);
+    let out = env.maintain(&["expire"]);
     let after = snapshots(&env);
     let ids: BTreeSet<i64> = after.iter().map(|s| s.0).collect();
     assert!(
@@ -247,7 +234,7 @@ fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
         .var("K2_SINK__COMMIT__INTERVAL", "1s");
     assert!(snapshots(env).len() >= 3);
     let files_before = rt_scan(env, "trades").files.len();
-    let out = maintain(env, &["compact", "--table", "trades", "--older-than", "0s"]);
+    let out = env.maintain(&["compact", "--table", "trades", "--older-than", "0s"]);
     let compacted = rt_scan(env, "trades");
     assert_exactly_once(&compacted, &expected, "after compaction");
     assert!(
@@ -262,7 +249,7 @@ fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
     std::thread::sleep(Duration::from_secs(4));
     let young = plant(env, "orphan-young.parquet");
 
-    let dry = maintain(env, &["clean", "--table", "trades", "--dry-run"]);
+    let dry = env.maintain(&["clean", "--table", "trades", "--dry-run"]);
     assert!(
         dry.contains(&old),
         "the dry run lists the old orphan:\n{dry}"
@@ -270,8 +257,8 @@ fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
     assert!(!dry.contains(&young), "{dry}");
     assert!(exists(env, &old), "a dry run deletes nothing");
 
-    let would = maintain(env, &["expire", "--table", "trades", "--dry-run"]);
-    let out = maintain(env, &["all", "--table", "trades"]);
+    let would = env.maintain(&["expire", "--table", "trades", "--dry-run"]);
+    let out = env.maintain(&["all", "--table", "trades"]);
     // "market_data.trades: 2 of 3 snapshots expired, 1 kept": the dry run's plan is the
     // action's.
     let count = |text: &str, verb: &str| {
@@ -295,13 +282,13 @@ fn cleanup_deletes_only_unreferenced_files_old_enough(env: &mut TestEnv) {
     // Once old enough, what only the expired snapshots referenced goes too: a second
     // cleanup finds every file left referenced except the young orphan.
     std::thread::sleep(Duration::from_secs(4));
-    let out = maintain(env, &["clean", "--table", "trades"]);
+    let out = env.maintain(&["clean", "--table", "trades"]);
     assert!(!exists(env, &young), "{out}");
     assert!(
         out.contains("unreferenced deleted") && !out.contains(" 0 unreferenced deleted"),
         "the expired snapshots' files were deleted:\n{out}"
     );
-    let again = maintain(env, &["clean", "--table", "trades", "--dry-run"]);
+    let again = env.maintain(&["clean", "--table", "trades", "--dry-run"]);
     assert!(
         again.contains(" 0 unreferenced would be deleted") && again.contains(" 0 unreferenced but"),
         "{again}"
@@ -402,7 +389,7 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
     let (before, _) = *snapshots(&env).last().unwrap();
     let rows_before = lineage_at(&env, before);
 
-    let out = maintain(&env, &["compact", "--older-than", "0s"]);
+    let out = env.maintain(&["compact", "--older-than", "0s"]);
     assert!(
         out.contains("partitions compacted")
             && !out.contains("trades: 0 partitions")
@@ -486,13 +473,13 @@ fn compaction_beside_a_running_sink_keeps_every_row_once() {
     );
     // What the sink committed after the compaction is compacted by the next run; a run
     // after that finds nothing left to do.
-    maintain(&env, &["compact", "--older-than", "0s"]);
+    env.maintain(&["compact", "--older-than", "0s"]);
     assert_exactly_once(
         &trades_and_quotes(&env),
         &expected,
         "after the second compaction",
     );
-    let again = maintain(&env, &["compact", "--older-than", "0s", "--dry-run"]);
+    let again = env.maintain(&["compact", "--older-than", "0s", "--dry-run"]);
     assert!(
         again.contains("trades: 0 partitions would be compacted"),
         "{again}"
@@ -591,18 +578,15 @@ fn kill_9_during_compaction_leaves_the_table_whole() {
     }
     env.vars.pop();
     eprintln!("{killed_before_the_end} of 5 runs killed before they finished");
-    maintain(
-        &env,
-        &["compact", "--table", "trades", "--older-than", "0s"],
-    );
+    env.maintain(&["compact", "--table", "trades", "--older-than", "0s"]);
     std::thread::sleep(Duration::from_secs(3));
-    let out = maintain(&env, &["all", "--table", "trades"]);
+    let out = env.maintain(&["all", "--table", "trades"]);
     assert_exactly_once(
         &rt_scan(&env, "trades"),
         &expected,
         &format!("after cleanup:\n{out}"),
     );
-    let again = maintain(&env, &["clean", "--table", "trades", "--dry-run"]);
+    let again = env.maintain(&["clean", "--table", "trades", "--dry-run"]);
     assert!(
         again.contains(" 0 unreferenced would be deleted"),
         "{again}"

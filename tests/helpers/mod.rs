@@ -510,10 +510,17 @@ impl TestEnv {
 
     /// Runs [`Self::COMPACT_TRADES`], which must succeed; its output.
     pub fn compact_trades(&self) -> String {
-        let out = self.run("k2-admin", &Self::COMPACT_TRADES);
+        self.maintain(&Self::COMPACT_TRADES[1..])
+    }
+
+    /// Runs `k2-admin maintain <args>`, which must succeed; its output.
+    pub fn maintain(&self, args: &[&str]) -> String {
+        let mut all = vec!["maintain"];
+        all.extend_from_slice(args);
+        let out = self.run("k2-admin", &all);
         assert!(
             out.status.success(),
-            "k2-admin maintain compact failed:\n{}{}",
+            "k2-admin {all:?} failed:\n{}{}",
             stdout(&out),
             stderr(&out)
         );
