@@ -16,15 +16,14 @@ fn shipped() -> TopicsConfig {
     TopicsConfig::load(shipped_path()).expect("shipped topics.yaml loads")
 }
 
-/// The shipped file as a YAML tree, changed by `edit`, then loaded.
+/// The shipped file as a YAML tree, changed by `edit`, then loaded as if it were still at
+/// its own path: files it names (trading calendars) resolve next to it, whatever the
+/// test's working directory.
 fn load_edited(edit: impl FnOnce(&mut Value)) -> Result<TopicsConfig, ConfigError> {
     let text = std::fs::read_to_string(shipped_path()).unwrap();
     let mut v: Value = serde_yaml_ng::from_str(&text).unwrap();
     edit(&mut v);
-    TopicsConfig::from_yaml(
-        &serde_yaml_ng::to_string(&v).unwrap(),
-        Path::new("topics.yaml"),
-    )
+    TopicsConfig::from_yaml(&serde_yaml_ng::to_string(&v).unwrap(), &shipped_path())
 }
 
 fn at<'a>(v: &'a mut Value, path: &str) -> &'a mut Value {
@@ -40,7 +39,8 @@ fn map(v: &mut Value) -> &mut serde_yaml_ng::Mapping {
 fn assert_error(result: Result<TopicsConfig, ConfigError>, key: &str, expected: &str) {
     let err = result.expect_err("config should be rejected");
     let msg = err.to_string();
-    assert!(msg.starts_with("topics.yaml: "), "no file in: {msg}");
+    let file = format!("{}: ", shipped_path().display());
+    assert!(msg.starts_with(&file), "no file in: {msg}");
     assert_eq!(err.key(), key, "wrong key in: {msg}");
     assert!(
         msg.contains(expected),
