@@ -94,8 +94,8 @@ enum StatusFormat {
 
 #[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
 enum MaintainStep {
-    /// Expire snapshots older than `maintenance.snapshot_retention` (keeping
-    /// `maintenance.min_snapshots`).
+    /// Expire snapshots outside the window (`maintenance.snapshot_retention`,
+    /// `maintenance.max_snapshots`; keeping `maintenance.min_snapshots`).
     Expire,
     /// Delete files no snapshot references, older than `maintenance.orphan_min_age`.
     Clean,

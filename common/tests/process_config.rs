@@ -260,6 +260,13 @@ fn errors_name_file_key_and_expectation() {
         "maintenance.min_snapshots",
         "expected at least 1",
     );
+    // The window's count cannot be below what is kept whatever the age.
+    assert_error(
+        "[maintenance]\nmax_snapshots = 5\nmin_snapshots = 6\n",
+        &[],
+        "maintenance.max_snapshots",
+        "expected at least maintenance.min_snapshots (6)",
+    );
     // A window shorter than the commit interval would expire each snapshot before the next.
     assert_error(
         "[sink.commit]\ninterval = \"1m\"\n[maintenance]\nsnapshot_retention = \"30s\"\n",

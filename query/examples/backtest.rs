@@ -2,8 +2,9 @@
 //! instant. Run it, note the printed `--as-of`, let the sink land more data, run it again
 //! with that `--as-of`: the P&L is identical, because every table is read at the same
 //! snapshots. An instant reproduces while its snapshots are inside the window
-//! (`maintenance.snapshot_retention`); the end of a day — `--as-of 2026-11-24` (midnight)
-//! or `--as-of eod-2026-11-23` — reproduces for as long as its end-of-day tags are kept.
+//! (`maintenance.snapshot_retention`, `max_snapshots`); the end of a day — `--as-of
+//! 2026-11-24` (midnight) or `--as-of eod-2026-11-23` — reproduces for as long as its
+//! end-of-day tags are kept.
 //!
 //!     cargo run --example backtest -- --config config/k2.toml --symbol BHP --exchange asx
 //!     cargo run --example backtest -- --symbol BHP --exchange asx --as-of 2026-11-23T12:00:00Z

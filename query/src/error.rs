@@ -24,7 +24,7 @@ pub enum QueryError {
     #[error("table {table} has no tag {tag:?} (k2-query's .snapshots {table} lists its tags)")]
     UnknownTag { table: String, tag: String },
     #[error(
-        "table {table} no longer has its snapshots of {as_of}: they expired (maintenance.snapshot_retention){}; the end of a day still reproduces through its end-of-day tag{}",
+        "table {table} no longer has its snapshots of {as_of}: they expired (maintenance.snapshot_retention, maintenance.max_snapshots){}; the end of a day still reproduces through its end-of-day tag{}",
         window_from.as_ref().map(|w| format!(", and its snapshots since {w} are kept")).unwrap_or_default(),
         tag_before.as_ref().map(|t| format!(", the nearest before being {t}")).unwrap_or_default()
     )]

@@ -29,8 +29,12 @@ pub const EOD_TAG_PREFIX: &str = "eod-";
 /// The retention policy of a table's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Ordinary snapshots younger than this stay (the time-travel window).
+    /// Ordinary snapshots younger than this stay (the time-travel window)…
     pub window_ms: i64,
+    /// …but no more than this many of each branch: the window ends at whichever bound is
+    /// reached first, so the metadata every commit rewrites stays the same size whatever
+    /// the commit rate.
+    pub max_snapshots: usize,
     /// The newest this-many snapshots of each branch stay whatever their age.
     pub min_snapshots: usize,
     /// End-of-day tags are created and kept for this long (their `max-ref-age-ms`);
@@ -39,10 +43,25 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// How far past `max_snapshots` a branch may grow before housekeeping is due by count:
+    /// a twelfth of the bound, so the commits that expire by count come every
+    /// `max_snapshots / 12` commits, each removing that many, rather than on every commit.
+    pub fn count_slack(&self) -> usize {
+        (self.max_snapshots / 12).max(1)
+    }
+
+    /// Whether the `i`-th snapshot of a branch (0: its head) is inside the window: among the
+    /// newest `min_snapshots`, or younger than the window and among the newest
+    /// `max_snapshots`.
+    fn keeps(&self, i: usize, timestamp_ms: i64, cutoff_ms: i64) -> bool {
+        i < self.min_snapshots || (timestamp_ms >= cutoff_ms && i < self.max_snapshots)
+    }
+
     pub fn new(config: &k2_common::config::MaintenanceConfig) -> Self {
         let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Policy {
             window_ms: ms(config.snapshot_retention),
+            max_snapshots: config.max_snapshots,
             min_snapshots: config.min_snapshots,
             tag_max_age_ms: config.end_of_day_tags.then(|| ms(config.tag_max_age)),
         }
@@ -182,30 +201,56 @@ impl Plan {
 }
 
 /// Cheap enough to ask on every commit (no serialisation of the metadata): whether
-/// anything [`plan`] would do may be due — a snapshot of main's history outside the window
-/// beyond the newest `min_snapshots` that is not its day's end-of-day tag, or a UTC day
-/// ended since the table's head without its tag. (Refs past their age are found when
+/// anything [`plan`] would do may be due, and why. (Refs past their age are found when
 /// either is, which a new tag makes happen every day.)
-pub fn due(m: &TableMetadata, policy: &Policy, now_ms: i64) -> bool {
+pub fn due(m: &TableMetadata, policy: &Policy, now_ms: i64) -> Due {
     let cutoff = now_ms.saturating_sub(policy.window_ms);
-    let expirable = main_ancestry(m)
-        .into_iter()
-        .skip(policy.min_snapshots)
-        .any(|s| {
-            s.timestamp_ms() < cutoff
-                && m.snapshot_for_ref(&eod_tag(day_of(s.timestamp_ms())))
-                    .is_none_or(|t| t.snapshot_id() != s.snapshot_id())
-        });
-    if expirable {
-        return true;
+    let not_its_days_tag = |s: &SnapshotRef| {
+        m.snapshot_for_ref(&eod_tag(day_of(s.timestamp_ms())))
+            .is_none_or(|t| t.snapshot_id() != s.snapshot_id())
+    };
+    let ancestry = main_ancestry(m);
+    let overfull = policy.max_snapshots.saturating_add(policy.count_slack());
+    if ancestry
+        .iter()
+        .enumerate()
+        .skip(overfull.max(policy.min_snapshots))
+        .any(|(_, s)| not_its_days_tag(s))
+    {
+        return Due::Overfull;
+    }
+    if ancestry
+        .iter()
+        .enumerate()
+        .any(|(i, s)| !policy.keeps(i, s.timestamp_ms(), cutoff) && not_its_days_tag(s))
+    {
+        return Due::Aged;
     }
     match (policy.tag_max_age_ms, m.current_snapshot()) {
         (Some(_), Some(head)) => {
             let day = day_of(head.timestamp_ms());
-            day < day_of(now_ms) && m.snapshot_for_ref(&eod_tag(day)).is_none()
+            if day < day_of(now_ms) && m.snapshot_for_ref(&eod_tag(day)).is_none() {
+                Due::Aged
+            } else {
+                Due::No
+            }
         }
-        _ => false,
+        _ => Due::No,
     }
+}
+
+/// Whether housekeeping is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing to do.
+    No,
+    /// Time has done it: a snapshot of main's history left the window by age (or by count,
+    /// less than [`Policy::count_slack`] past it), or a UTC day ended since the table's head
+    /// without its tag. A committer may wait a while and do it with more.
+    Aged,
+    /// Main's history is [`Policy::count_slack`] snapshots past `max_snapshots`: waiting
+    /// would let the metadata grow with the commit rate.
+    Overfull,
 }
 
 /// Housekeeping of `m` at `now_ms` under `policy`.
@@ -255,7 +300,7 @@ pub fn plan(m: &TableMetadata, policy: &Policy, now_ms: i64) -> Plan {
         }
     }
     // What stays: every remaining ref's head, the new tags, and along each branch the
-    // newest `min_snapshots` and everything inside the window.
+    // newest `min_snapshots` and what is inside the window (by age and by count).
     let cutoff = now_ms.saturating_sub(policy.window_ms);
     let untagged: HashSet<&str> = plan.untag.iter().map(|(n, _)| n.as_str()).collect();
     let mut keep: BTreeSet<i64> = plan.tags.iter().map(|(_, id)| *id).collect();
@@ -269,7 +314,7 @@ pub fn plan(m: &TableMetadata, policy: &Policy, now_ms: i64) -> Plan {
         let mut at = m.snapshot_by_id(r.snapshot_id);
         while let Some(s) = at {
             on_a_branch.insert(s.snapshot_id());
-            if kept < policy.min_snapshots || s.timestamp_ms() >= cutoff {
+            if policy.keeps(kept, s.timestamp_ms(), cutoff) {
                 keep.insert(s.snapshot_id());
                 kept += 1;
             }
@@ -479,7 +524,14 @@ mod tests {
                     additional_properties: HashMap::new(),
                 })
                 .build();
-            b = b.set_branch_snapshot(s, MAIN_BRANCH).unwrap();
+            // One build per commit, as commits happen: a build that adds several
+            // snapshots logs only its last (the others are intermediate).
+            let m = b
+                .set_branch_snapshot(s, MAIN_BRANCH)
+                .unwrap()
+                .build()
+                .unwrap();
+            b = m.metadata.into_builder(None);
         }
         b.build().unwrap().metadata
     }
@@ -499,6 +551,7 @@ mod tests {
     fn policy(window_h: i64, tags: bool) -> Policy {
         Policy {
             window_ms: window_h * H,
+            max_snapshots: 1_000,
             min_snapshots: 2,
             tag_max_age_ms: tags.then_some(365 * DAY_MS),
         }
@@ -542,7 +595,7 @@ mod tests {
         assert_eq!(gone.tag_before, Some(day("2025-12-07")));
         // The plan is done: nothing more until time passes.
         assert!(plan_is_empty(&after, now));
-        assert!(!due(&after, &policy(3, true), now));
+        assert_eq!(due(&after, &policy(3, true), now), Due::No);
     }
 
     fn plan_is_empty(m: &TableMetadata, now: i64) -> bool {
@@ -577,6 +630,48 @@ mod tests {
             p.expire,
             BTreeSet::from([1, 2, 3]),
             "min_snapshots keeps 4 and 5"
+        );
+    }
+
+    #[test]
+    fn the_window_ends_at_its_count_whatever_the_commit_rate() {
+        // A commit every second for 10 minutes, all inside a 1-h window.
+        let at: Vec<i64> = (0..600).map(|i| T0 + H + i * 1_000).collect();
+        let m = table(&at);
+        let now = T0 + H + 600_000;
+        let p = Policy {
+            max_snapshots: 120,
+            ..policy(1, true)
+        };
+        assert_eq!(p.count_slack(), 10);
+        // Over the count by more than its slack: due now, not when the period allows.
+        assert_eq!(due(&m, &p, now), Due::Overfull);
+        let first = plan(&m, &p, now);
+        assert!(first.tags.is_empty());
+        assert_eq!(first.expire, (1..=480).collect::<BTreeSet<i64>>());
+        let m = apply(m, &first);
+        assert_eq!(m.snapshots().len(), 120);
+        assert_eq!(due(&m, &p, now), Due::No);
+        // The window reads back as far as it reaches, and says where it ends before that.
+        assert_eq!(snapshot_at(&m, now), Ok(Some(600)));
+        assert_eq!(snapshot_at(&m, at[480]), Ok(Some(481)));
+        assert!(snapshot_at(&m, at[100]).is_err());
+        // Past the count but within its slack: due when the period allows (Aged); past
+        // the slack, at once.
+        let last = |n: usize| table(&at[..n]);
+        assert_eq!(due(&last(120), &p, now), Due::No);
+        assert_eq!(due(&last(121), &p, now), Due::Aged);
+        assert_eq!(due(&last(130), &p, now), Due::Aged);
+        assert_eq!(due(&last(131), &p, now), Due::Overfull);
+        // min_snapshots still wins over the count.
+        let q = Policy {
+            max_snapshots: 1,
+            min_snapshots: 3,
+            ..policy(1, false)
+        };
+        assert_eq!(
+            plan(&table(&at[..5]), &q, now).expire,
+            BTreeSet::from([1, 2])
         );
     }
 

@@ -397,6 +397,12 @@ pub struct MaintenanceConfig {
     /// policy as it commits; `k2-admin maintain expire` applies the same.
     #[serde(with = "humantime_serde")]
     pub snapshot_retention: Duration,
+    /// The most ordinary snapshots a table keeps in that window: the window ends at
+    /// whichever bound comes first. Every commit reads and rewrites the table's metadata,
+    /// which holds each snapshot's offsets (~1.5 kB), so a bound in snapshots keeps that
+    /// cost the same at any commit rate. The default, 360, is the 1-h window at the
+    /// default 10-s interval (~550 kB of metadata); at 1-s commits it keeps 6 minutes.
+    pub max_snapshots: usize,
     /// Snapshots kept whatever their age (the newest of each table).
     pub min_snapshots: usize,
     /// Tag each table's last snapshot of every UTC day (`eod-2026-12-07`), so `as_of` the
@@ -425,6 +431,7 @@ impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
             snapshot_retention: Duration::from_secs(3600),
+            max_snapshots: 360,
             min_snapshots: 10,
             end_of_day_tags: true,
             tag_max_age: Duration::from_secs(365 * 86_400),
@@ -703,6 +710,17 @@ impl K2Config {
                 "maintenance.min_snapshots",
                 "at least 1 (a table's current snapshot is always kept)",
                 "0".into(),
+            );
+        }
+        if m.max_snapshots < m.min_snapshots {
+            return invalid(
+                "maintenance.max_snapshots",
+                &format!(
+                    "at least maintenance.min_snapshots ({}): the window cannot keep fewer \
+                     snapshots than are kept whatever their age",
+                    m.min_snapshots
+                ),
+                m.max_snapshots.to_string(),
             );
         }
         if m.orphan_min_age < Duration::from_secs(2) {

@@ -110,17 +110,19 @@ impl Committer {
         Ok(snapshot_id)
     }
 
-    /// The table's housekeeping, if the policy asks for any and it is due (at most every
-    /// few minutes: each run expires what has aged out since the last).
+    /// The table's housekeeping, if the policy asks for any and it is due: what has aged
+    /// out at most every few minutes (each run expires what has since the last), a history
+    /// grown past the window's count as soon as it has (the count bounds the metadata).
     fn housekeeping(&self, table: &Table, now: i64) -> Option<retention::Plan> {
         let policy = self.retention?;
         let name = table.identifier().to_string();
         let mut last = self.housekept.lock().expect("housekeeping lock");
         let period = (policy.window_ms / 12).clamp(1_000, 600_000);
-        if last.get(&name).is_some_and(|&at| now - at < period)
-            || !retention::due(table.metadata(), &policy, now)
-        {
-            return None;
+        let recently = last.get(&name).is_some_and(|&at| now - at < period);
+        match retention::due(table.metadata(), &policy, now) {
+            retention::Due::No => return None,
+            retention::Due::Aged if recently => return None,
+            retention::Due::Aged | retention::Due::Overfull => {}
         }
         last.insert(name, now);
         let plan = retention::plan(table.metadata(), &policy, now);

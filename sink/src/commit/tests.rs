@@ -436,6 +436,7 @@ fn history_stays_bounded_by_merging_expiry_and_tags_and_a_restart_continues_afte
     let hour = 3_600_000;
     let policy = retention::Policy {
         window_ms: 2 * hour,
+        max_snapshots: 1_000,
         min_snapshots: 3,
         tag_max_age_ms: Some(30 * 24 * hour),
     };
@@ -537,4 +538,41 @@ fn history_stays_bounded_by_merging_expiry_and_tags_and_a_restart_continues_afte
         json <= k2_table::layout::METADATA_VERSIONS_KEPT + 1,
         "{json} metadata files"
     );
+}
+
+#[test]
+fn at_one_second_commits_the_window_holds_its_count_not_its_hour() {
+    let lake = Lake::new();
+    let policy = retention::Policy {
+        window_ms: 3_600_000,
+        max_snapshots: 24,
+        min_snapshots: 3,
+        tag_max_age_ms: Some(30 * 86_400_000),
+    };
+    // Housekeeping by age waits for its period (5 min of a 1-h window); by count it may
+    // not: 120 commits a second apart stay within the count and its slack (2) throughout.
+    // (Before the count existed, all 120 stayed: the hour had not passed.)
+    let start = chrono::Utc::now().timestamp_millis() + 60_000;
+    let clock = Arc::new(AtomicI64::new(start));
+    let committer = on_clock(&lake, "w0", &clock, policy);
+    let mut most = 0;
+    for n in 1..=120i64 {
+        clock.store(start + n * 1_000, Ordering::SeqCst);
+        let tables = lake
+            .rt
+            .block_on(committer.commit_tables(n as u64, lake.job((n - 1) * 3, 3)))
+            .unwrap();
+        assert_eq!(outcome(&tables), &RangeOutcome::Committed, "commit {n}");
+        most = most.max(lake.table().metadata().snapshots().len());
+    }
+    lake.rt.block_on(committer.settle());
+    // The count, its slack, and the commit that expires them (it adds its own snapshot).
+    assert!(
+        most <= 24 + policy.count_slack() + 1,
+        "{most} snapshots at most"
+    );
+    assert!(most > 24, "the count was reached ({most})");
+    // Nothing lost: every row once, the offsets where they should be.
+    assert_eq!(lake.rows(), 360);
+    assert_eq!(lake.state().2, Some(360));
 }

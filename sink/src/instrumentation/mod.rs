@@ -56,7 +56,7 @@ k2_common::metrics! {
     tags_created: Family<TableLabels, Counter> =
         "tags_created", "End-of-day tags the sink created in its commits (maintenance.end_of_day_tags)";
     snapshots_expired: Family<TableLabels, Counter> =
-        "snapshots_expired", "Snapshots the sink expired in its commits (outside maintenance.snapshot_retention, not tagged)";
+        "snapshots_expired", "Snapshots the sink expired in its commits (outside the window: maintenance.snapshot_retention, max_snapshots; not tagged)";
     expired_files_deleted: Family<TableLabels, Counter> =
         "expired_files_deleted", "Manifest lists, manifests and replaced data files the sink deleted once only expired snapshots reached them";
     last_commit_timestamp: Family<TableLabels, Gauge> =
