@@ -1,8 +1,9 @@
 //! Bars kept ahead of time (`bars_1m`, built by `k2-admin maintain compact`): an OHLCV
 //! question answered from them gives exactly the answer the trades give, at every pin —
 //! before the bars exist, after, after late data lands in a closed day, and pinned to the
-//! past — and the same as an independent computation from the ASX CSV files. A maintenance
-//! run killed while building bars leaves no day half built.
+//! past, by an end-of-day tag after every other snapshot of the day has expired — and the
+//! same as an independent computation from the ASX CSV files. A maintenance run killed while
+//! building bars leaves no day half built.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use k2_query::{
     Bar, Fill, Interval, Lakehouse, OhlcvRequest, OhlcvSources, Pin, SessionChoice, TimeZoneChoice,
 };
+use k2_table::retention;
 use k2_tests::asx::{actual_bars, expected_bars, expected_session_bars};
 use k2_tests::feed::{self, Feed};
 use k2_tests::sink::{produce, wait_until};
@@ -320,6 +322,84 @@ fn bars_answer_exactly_what_trades_answer_at_every_pin() {
     );
     // The pin from before everything still reads as it did.
     assert_eq!(answers(&lake, before, &requests).bars, first.bars);
+
+    // Tomorrow, once every ordinary snapshot of today has expired: the end of today, by
+    // its tag or as an instant, still answers through the bars it had then.
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let tag = retention::eod_tag(today);
+    let end = chrono::DateTime::from_timestamp_millis(retention::end_of_day_ms(today)).unwrap();
+    let tonight = answers(&lake, Pin::AsOf(end), &requests);
+    assert_eq!(tonight.bars, rebuilt.bars);
+    assert!(tonight.sources[0].trades_days.is_empty());
+    // An hour into tomorrow (the processes' clock, `K2_TEST_CLOCK_SKEW`): more late data
+    // in the same day, landed (the sink tags today's last trades snapshot); two hours
+    // later, maintenance expires today's snapshots (tagging the bars') and rebuilds that
+    // day's bars.
+    let skew = (end - now).num_seconds() + 3_600;
+    env.var("K2_TEST_CLOCK_SKEW", &format!("{skew}s"))
+        .var("K2_MAINTENANCE__MIN_SNAPSHOTS", "1");
+    late.envelope.sequence_number += 1;
+    late.envelope.exchange_timestamp += 60_000_000;
+    produce(&rt, &Feed::new(), &[feed::trade_record(&topic, &late)]);
+    env.sink_once(&[], Duration::from_secs(120));
+    env.var("K2_TEST_CLOCK_SKEW", &format!("{}s", skew + 7_200));
+    env.maintain(&["expire"]);
+    let out = env.compact_trades();
+    assert!(out.contains("bars_1m: bars for 1 days"), "{out}");
+    for table in ["trades", BARS] {
+        let (tags, today_kept) = eod_history(&env, table, end);
+        assert_eq!(tags, std::slice::from_ref(&tag), "{table}");
+        assert_eq!(
+            today_kept, 1,
+            "{table}: only the tagged snapshot of today is left"
+        );
+    }
+    let tomorrow = assert_same_as_trades(&lake, Pin::Latest, &requests, "tomorrow");
+    assert_ne!(
+        tomorrow.bars, tonight.bars,
+        "the second late trade is in the answers"
+    );
+    assert!(
+        tomorrow.sources[0].trades_days.is_empty(),
+        "{}",
+        tomorrow.sources[0]
+    );
+    for pin in [Pin::Tag(tag.clone()), Pin::AsOf(end)] {
+        let what = format!("{pin:?} after expiry");
+        let pinned = assert_same_as_trades(&lake, pin, &requests, &what);
+        assert_eq!(pinned.bars, tonight.bars, "{what}");
+        assert_eq!(
+            pinned.sources, tonight.sources,
+            "{what}: bars pinned with the trades"
+        );
+    }
+}
+
+/// A table's end-of-day tags, and how many of its snapshots committed before `end` remain.
+fn eod_history(
+    env: &TestEnv,
+    table: &str,
+    end: chrono::DateTime<chrono::Utc>,
+) -> (Vec<String>, usize) {
+    k2_tests::runtime().block_on(async {
+        let catalog = k2_tests::tables::catalog(env).await;
+        let table = catalog
+            .load_table(&k2_table::layout::ident(table))
+            .await
+            .unwrap();
+        let m = table.metadata();
+        let tags = retention::refs(m)
+            .into_iter()
+            .filter(|r| !r.is_branch)
+            .map(|r| r.name)
+            .collect();
+        let kept = m
+            .snapshots()
+            .filter(|s| s.timestamp_ms() <= end.timestamp_millis())
+            .count();
+        (tags, kept)
+    })
 }
 
 /// Random trades (equal timestamps, sequence numbers out of time order, zero quantities)

@@ -397,9 +397,20 @@ pub fn table_properties() -> HashMap<String, String> {
             crate::commit::DELETE_AFTER_COMMIT.to_string(),
             "true".into(),
         ),
+        // Merged manifests of 1 MiB rather than Iceberg's 8: a merge rewrites up to this
+        // much inside a commit, and a sink at 1-s commits fills 8 MiB of a day's manifest
+        // entries in under an hour — its merges, one commit in a hundred, grew to seconds
+        // (ADR-23, `bench/soak`). More, smaller manifests plan the same entries.
+        (
+            crate::stage::append::TARGET_SIZE_BYTES.into(),
+            MANIFEST_TARGET_SIZE_BYTES.to_string(),
+        ),
         ("k2.managed".into(), "true".into()),
     ])
 }
+
+/// The merged manifest size K2's tables ask for (`commit.manifest.target-size-bytes`).
+pub const MANIFEST_TARGET_SIZE_BYTES: u64 = 1024 * 1024;
 
 /// Tables K2 created before carry `commit.retry.num-retries = 0`, which every engine obeys
 /// (their commits beside a running sink would fail on the first conflict): K2 removed it.

@@ -286,7 +286,19 @@ async fn merged(
             if bin.len() == 1 || (holds_new && bin.len() < policy.min_count_to_merge) {
                 out.extend(bin);
             } else {
-                out.push(merge_bin(table, &bin, spec_id, snapshot_id).await?);
+                // A merge is the one step of an append whose cost grows with the bin (up to
+                // the target size): logged, so a slow commit can be told from a slow store.
+                let started = std::time::Instant::now();
+                let merged = merge_bin(table, &bin, spec_id, snapshot_id).await?;
+                tracing::info!(
+                    manifests = bin.len(),
+                    bytes = bin.iter().map(|mf| mf.manifest_length.max(0)).sum::<i64>(),
+                    entries = merged.existing_files_count.unwrap_or(0)
+                        + merged.added_files_count.unwrap_or(0),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "manifests merged"
+                );
+                out.push(merged);
                 // This commit's own manifest, merged before any list named it: nothing
                 // references it, now or ever.
                 for mf in bin
