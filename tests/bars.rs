@@ -592,6 +592,7 @@ async fn write_random_trades(
                 timestamp_ms: chrono::Utc::now().timestamp_millis(),
             },
             ManifestMerge::of(table.metadata()),
+            None,
         )
         .await
         .unwrap();

@@ -383,6 +383,7 @@ async fn commit_day(
                     timestamp_ms: k2_table::clock::now_ms(),
                 },
                 ManifestMerge::of(current.metadata()),
+                None,
             )
             .await
         } else {

@@ -81,8 +81,13 @@ impl Committer {
             ]),
             timestamp_ms: now,
         };
-        let mut staged =
-            k2_table::stage::append::stage(table, append, ManifestMerge::of(m)).await?;
+        let mut staged = k2_table::stage::append::stage(
+            table,
+            append,
+            ManifestMerge::of(m),
+            Some(&self.written),
+        )
+        .await?;
         // The offsets as a table property too, in the same metadata update: properties
         // outlive snapshots, so expiring K2's snapshots cannot make the offsets vanish.
         let (mut set, remove) = property_upgrades(m.properties());

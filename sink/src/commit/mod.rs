@@ -26,6 +26,7 @@ use k2_table::commit::CommitTarget;
 use k2_table::layout::{sequence_events_ident, table_ident};
 use k2_table::offsets::TopicPartition;
 use k2_table::retention;
+use k2_table::stage::append::WrittenManifests;
 
 use crate::dead_letters::PendingDeadLetters;
 use crate::instrumentation::Metrics;
@@ -94,6 +95,8 @@ pub struct Committer {
     housekept: Arc<Mutex<HashMap<String, i64>>>,
     /// Deletions of what expired snapshots left, running in the background.
     cleanups: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// The manifests this committer's appends wrote, until a merge takes them.
+    written: Arc<WrittenManifests>,
 }
 
 impl Committer {
@@ -117,6 +120,7 @@ impl Committer {
             retention: None,
             housekept: Arc::default(),
             cleanups: Arc::default(),
+            written: Arc::default(),
         }
     }
 

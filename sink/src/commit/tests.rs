@@ -576,3 +576,80 @@ fn at_one_second_commits_the_window_holds_its_count_not_its_hour() {
     assert_eq!(lake.rows(), 360);
     assert_eq!(lake.state().2, Some(360));
 }
+
+/// A merge of manifests the committer wrote itself (from memory) writes what a merge of
+/// the same manifests read from storage writes: every entry once, with the snapshot and
+/// sequence numbers of the commit that added it. One committer merges from memory, a fresh
+/// committer for every commit (a restart each time) from storage.
+#[test]
+fn a_merge_from_what_the_committer_wrote_equals_one_read_from_storage() {
+    let merged = |fresh_each_commit: bool| {
+        let lake = Lake::new();
+        let table = lake.table();
+        let tx = iceberg::transaction::Transaction::new(&table);
+        let tx = iceberg::transaction::ApplyTransactionAction::apply(
+            tx.update_table_properties().set(
+                k2_table::stage::append::MIN_COUNT_TO_MERGE.into(),
+                "4".into(),
+            ),
+            tx,
+        )
+        .unwrap();
+        lake.rt.block_on(tx.commit(lake.catalog.as_ref())).unwrap();
+        let mut committer = lake.committer("w0");
+        for n in 1..=4i64 {
+            if fresh_each_commit {
+                committer = lake.committer(&format!("w{n}"));
+            }
+            let tables = lake
+                .rt
+                .block_on(committer.commit_tables(n as u64, lake.job((n - 1) * 3, 3)))
+                .unwrap();
+            assert_eq!(outcome(&tables), &RangeOutcome::Committed, "commit {n}");
+        }
+        if !fresh_each_commit {
+            assert!(
+                committer.written.is_empty(),
+                "the merge took what it merged"
+            );
+        }
+        assert_eq!(lake.manifests(), 1, "four commits, merged");
+        let table = lake.table();
+        let m = table.metadata();
+        let snapshot = m.current_snapshot().unwrap().clone();
+        let list = lake
+            .rt
+            .block_on(table.manifest_list_reader(&snapshot).load())
+            .unwrap();
+        let manifest = lake
+            .rt
+            .block_on(list.entries()[0].load_manifest(table.file_io()))
+            .unwrap();
+        // (sequence number, file sequence number, status, added by the snapshot of that
+        // sequence number, records) per entry.
+        let mut entries: Vec<_> = manifest
+            .entries()
+            .iter()
+            .map(|e| {
+                let seq = e.sequence_number().unwrap();
+                let by = m
+                    .snapshots()
+                    .find(|s| s.sequence_number() == seq)
+                    .map(|s| s.snapshot_id());
+                (
+                    seq,
+                    e.file_sequence_number,
+                    e.status(),
+                    by == e.snapshot_id(),
+                    e.data_file().record_count(),
+                )
+            })
+            .collect();
+        entries.sort_by_key(|e| e.0);
+        assert_eq!(lake.rows(), 12);
+        entries
+    };
+    let from_memory = merged(false);
+    assert_eq!(from_memory.len(), 4);
+    assert_eq!(from_memory, merged(true));
+}

@@ -11,18 +11,19 @@
 //! K2's day-partitioned tables — so a merged manifest never spans days and planning a day
 //! still prunes every other day's manifests by their partition summaries. Within a group,
 //! manifests (newest first) are packed from the oldest end into bins of about the target
-//! size; a bin of several manifests is rewritten as one, except the bin holding the new
-//! manifest while it has fewer than `min-count-to-merge` (so merging happens every
-//! `min-count` commits, not on every one). Live entries keep their snapshot id and
+//! size; a bin of several manifests is rewritten as one once it has `min-count-to-merge`
+//! manifests in a group this commit appends to (so merging happens every `min-count`
+//! commits, not on every one), and at once in a group it does not (a second refinement,
+//! see [`bins`]). Live entries keep their snapshot id and
 //! sequence numbers (`EXISTING`); deleted entries are dropped; this commit's own entries
 //! stay `ADDED`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, ManifestFile, ManifestListWriter,
-    ManifestWriterBuilder, Operation, PartitionSpec, Snapshot, SnapshotReference,
+    DataContentType, DataFile, FormatVersion, ManifestEntry, ManifestFile, ManifestListWriter,
+    ManifestStatus, ManifestWriterBuilder, Operation, PartitionSpec, Snapshot, SnapshotReference,
     SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadata,
 };
 use iceberg::table::Table;
@@ -50,6 +51,76 @@ impl Default for ManifestMerge {
             target_size_bytes: 8 * 1024 * 1024,
             min_count_to_merge: 100,
         }
+    }
+}
+
+/// The entries of the manifests this process's appends wrote, by path, until a merge takes
+/// them: a merge then reads from storage only the manifests others wrote (or that a
+/// restart forgot). A 1-s sink's merge is a hundred one-commit manifests of a couple of
+/// entries each, and reading one — an Avro header carrying the table's schema, parsed every
+/// time — cost more than its entries: ~0.4 s of a hundred-manifest merge, on the commit's
+/// path (`bench/soak`). Least recently written go first past a budget of entries, so the
+/// manifests of a day no longer written cannot pile up.
+pub struct WrittenManifests {
+    inner: Mutex<Written>,
+}
+
+struct Written {
+    by_path: lru::LruCache<String, Vec<ManifestEntry>>,
+    entries: usize,
+    budget: usize,
+}
+
+impl WrittenManifests {
+    /// Room for about a merge's worth of one-commit manifests for each of a few tables.
+    pub const DEFAULT_BUDGET: usize = 4_096;
+
+    pub fn new(budget_entries: usize) -> Self {
+        WrittenManifests {
+            inner: Mutex::new(Written {
+                by_path: lru::LruCache::unbounded(),
+                entries: 0,
+                budget: budget_entries,
+            }),
+        }
+    }
+
+    fn insert(&self, path: String, entries: Vec<ManifestEntry>) {
+        let mut w = self.inner.lock().expect("written manifests lock");
+        w.entries += entries.len();
+        if let Some(old) = w.by_path.put(path, entries) {
+            w.entries -= old.len();
+        }
+        while w.entries > w.budget {
+            match w.by_path.pop_lru() {
+                Some((_, gone)) => w.entries -= gone.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The entries of the manifest at `path`, if this process wrote it and still has them;
+    /// taken out (a merged manifest is not merged again).
+    fn take(&self, path: &str) -> Option<Vec<ManifestEntry>> {
+        let mut w = self.inner.lock().expect("written manifests lock");
+        let entries = w.by_path.pop(path)?;
+        w.entries -= entries.len();
+        Some(entries)
+    }
+
+    /// Entries held (for tests and the curious).
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("written manifests lock").entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for WrittenManifests {
+    fn default() -> Self {
+        WrittenManifests::new(Self::DEFAULT_BUDGET)
     }
 }
 
@@ -93,6 +164,7 @@ pub async fn stage(
     table: &Table,
     append: Append,
     merge: ManifestMerge,
+    written: Option<&WrittenManifests>,
 ) -> Result<Staged, StageError> {
     let m = table.metadata();
     if m.format_version() != FormatVersion::V2 {
@@ -154,10 +226,31 @@ pub async fn stage(
             spec.clone(),
         )
         .build_v2_data();
+        // What reading the manifest back would give (ADDED, this snapshot, inherited
+        // sequence numbers), kept only when someone will ask.
+        let entries: Vec<ManifestEntry> = match written {
+            Some(_) => files
+                .iter()
+                .map(|f| {
+                    ManifestEntry::builder()
+                        .status(ManifestStatus::Added)
+                        .snapshot_id(snapshot_id)
+                        .sequence_number(sequence_number)
+                        .file_sequence_number(sequence_number)
+                        .data_file(f.clone())
+                        .build()
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         for f in files {
             writer.add_file(f, sequence_number)?;
         }
-        new_manifests.push(writer.write_manifest_file().await?);
+        let mf = writer.write_manifest_file().await?;
+        if let Some(w) = written {
+            w.insert(mf.manifest_path.clone(), entries);
+        }
+        new_manifests.push(mf);
     }
 
     let existing: Vec<ManifestFile> = match base {
@@ -179,7 +272,7 @@ pub async fn stage(
     let mut manifests = new_manifests;
     manifests.extend(existing);
     let manifests = if merge.enabled {
-        merged(table, manifests, &new_paths, snapshot_id, merge).await?
+        merged(table, manifests, &new_paths, snapshot_id, merge, written).await?
     } else {
         manifests
     };
@@ -268,6 +361,7 @@ async fn merged(
     new_paths: &[String],
     snapshot_id: i64,
     policy: ManifestMerge,
+    written: Option<&WrittenManifests>,
 ) -> Result<Vec<ManifestFile>, StageError> {
     // Groups in order of first appearance, each newest first.
     let mut groups: Vec<(GroupKey, Vec<ManifestFile>)> = Vec::new();
@@ -281,15 +375,14 @@ async fn merged(
     }
     let mut out = Vec::new();
     for ((spec_id, _), group) in groups {
-        for bin in pack_end(group, policy.target_size_bytes) {
-            let holds_new = bin.iter().any(|mf| new_paths.contains(&mf.manifest_path));
-            if bin.len() == 1 || (holds_new && bin.len() < policy.min_count_to_merge) {
+        for (bin, merge) in bins(group, new_paths, policy) {
+            if !merge {
                 out.extend(bin);
             } else {
                 // A merge is the one step of an append whose cost grows with the bin (up to
                 // the target size): logged, so a slow commit can be told from a slow store.
                 let started = std::time::Instant::now();
-                let merged = merge_bin(table, &bin, spec_id, snapshot_id).await?;
+                let merged = merge_bin(table, &bin, spec_id, snapshot_id, written).await?;
                 tracing::info!(
                     manifests = bin.len(),
                     bytes = bin.iter().map(|mf| mf.manifest_length.max(0)).sum::<i64>(),
@@ -313,6 +406,29 @@ async fn merged(
         }
     }
     Ok(out)
+}
+
+/// A group's manifests packed into bins, each with whether it is merged now. Java merges
+/// every bin of several manifests except the one holding the new manifest while it has
+/// fewer than `min-count`. K2 waits for `min-count` in every bin of a group this commit
+/// appends to: when the new manifest no longer fits beside an almost full merged one, the
+/// previous commit's manifest is left in the older bin with it, and Java's rule rewrites
+/// that whole bin for the one small manifest — at 1-s commits several commits in a row, a
+/// full manifest each (`bench/soak`, 4a4a2b4). A group this commit does not append to (a
+/// day no longer written) is merged as Java merges it, once.
+fn bins(
+    group: Vec<ManifestFile>,
+    new_paths: &[String],
+    policy: ManifestMerge,
+) -> Vec<(Vec<ManifestFile>, bool)> {
+    let appended_to = group.iter().any(|mf| new_paths.contains(&mf.manifest_path));
+    pack_end(group, policy.target_size_bytes)
+        .into_iter()
+        .map(|bin| {
+            let merge = bin.len() > 1 && (!appended_to || bin.len() >= policy.min_count_to_merge);
+            (bin, merge)
+        })
+        .collect()
 }
 
 /// Java's `ListPacker.packEnd` with a lookback of 1: `items` packed greedily from the end
@@ -345,12 +461,14 @@ fn pack_end(items: Vec<ManifestFile>, target: u64) -> Vec<Vec<ManifestFile>> {
 /// One manifest with the live entries of `bin`. The writer holds every entry until it
 /// writes, so the bin's manifests are read one at a time and their entries moved into it:
 /// a merge then holds the bin's entries once, not twice (a bin is up to the target size of
-/// Avro, several times that decoded — the sink's largest transient allocation).
+/// Avro, several times that decoded — the sink's largest transient allocation). Manifests
+/// this process wrote come from `written` instead of storage.
 async fn merge_bin(
     table: &Table,
     bin: &[ManifestFile],
     spec_id: i32,
     snapshot_id: i64,
+    written: Option<&WrittenManifests>,
 ) -> Result<ManifestFile, StageError> {
     let m = table.metadata();
     let spec = m.partition_spec_by_id(spec_id).ok_or_else(|| {
@@ -368,13 +486,21 @@ async fn merge_bin(
     )
     .build_v2_data();
     for mf in bin {
-        let (entries, _) = mf.load_manifest(table.file_io()).await?.into_parts();
+        let entries = match written.and_then(|w| w.take(&mf.manifest_path)) {
+            Some(entries) => entries,
+            None => {
+                let (entries, _) = mf.load_manifest(table.file_io()).await?.into_parts();
+                // Freshly read, so nothing else holds an entry: moved, not copied.
+                entries
+                    .into_iter()
+                    .map(|e| Arc::try_unwrap(e).unwrap_or_else(|shared| (*shared).clone()))
+                    .collect()
+            }
+        };
         for entry in entries {
             if !entry.is_alive() {
                 continue;
             }
-            // Freshly read, so nothing else holds the entry: moved, not copied.
-            let entry = Arc::try_unwrap(entry).unwrap_or_else(|shared| (*shared).clone());
             let Some(seq) = entry.sequence_number else {
                 return Err(missing_sequence(entry.file_path()));
             };
@@ -449,6 +575,39 @@ mod tests {
             10,
         );
         assert_eq!(paths(&bins), [vec!["n"], vec!["big"], vec!["c"]]);
+    }
+
+    #[test]
+    fn a_group_being_appended_to_merges_a_bin_only_at_min_count() {
+        let policy = ManifestMerge {
+            enabled: true,
+            target_size_bytes: 100,
+            min_count_to_merge: 3,
+        };
+        let decided = |items: Vec<ManifestFile>| {
+            bins(items, &["n".to_string()], policy)
+                .into_iter()
+                .map(|(bin, merge)| (paths(&[bin])[0].join(","), merge))
+                .collect::<Vec<_>>()
+        };
+        let owned = |v: &[(&str, bool)]| {
+            v.iter()
+                .map(|(p, m)| (p.to_string(), *m))
+                .collect::<Vec<_>>()
+        };
+        // The new manifest spilled over an almost full merged one: the older bin (full
+        // one + the previous commit's) waits, where Java would rewrite it.
+        let spilled = vec![manifest("n", 5), manifest("prev", 5), manifest("full", 92)];
+        assert_eq!(
+            decided(spilled),
+            owned(&[("n", false), ("prev,full", false)])
+        );
+        // The newest bin reaching min-count merges.
+        let due = vec![manifest("n", 5), manifest("a", 5), manifest("b", 5)];
+        assert_eq!(decided(due), owned(&[("n,a,b", true)]));
+        // A group this commit does not append to (a day no longer written): merged now.
+        let closed = vec![manifest("prev", 5), manifest("full", 92)];
+        assert_eq!(decided(closed), owned(&[("prev,full", true)]));
     }
 
     #[test]
