@@ -404,6 +404,21 @@ fn files_too_old_for_orphan_cleanup_are_written_again_before_the_commit() {
     }
 }
 
+/// Sets the trades table's `commit.manifest.min-count-to-merge` (Iceberg's property).
+fn merge_every(lake: &Lake, manifests: usize) {
+    let table = lake.table();
+    let tx = iceberg::transaction::Transaction::new(&table);
+    let tx = iceberg::transaction::ApplyTransactionAction::apply(
+        tx.update_table_properties().set(
+            k2_table::stage::append::MIN_COUNT_TO_MERGE.into(),
+            manifests.to_string(),
+        ),
+        tx,
+    )
+    .unwrap();
+    lake.rt.block_on(tx.commit(lake.catalog.as_ref())).unwrap();
+}
+
 /// A committer on a simulated clock starting at `start` (ms), moved by `clock`.
 fn on_clock(
     lake: &Lake,
@@ -421,17 +436,7 @@ fn on_clock(
 fn history_stays_bounded_by_merging_expiry_and_tags_and_a_restart_continues_after_each_step() {
     let lake = Lake::new();
     // Merge every 4 manifests (Iceberg's own property), so a few dozen commits show it.
-    let table = lake.table();
-    let tx = iceberg::transaction::Transaction::new(&table);
-    let tx = iceberg::transaction::ApplyTransactionAction::apply(
-        tx.update_table_properties().set(
-            k2_table::stage::append::MIN_COUNT_TO_MERGE.into(),
-            "4".into(),
-        ),
-        tx,
-    )
-    .unwrap();
-    lake.rt.block_on(tx.commit(lake.catalog.as_ref())).unwrap();
+    merge_every(&lake, 4);
 
     let hour = 3_600_000;
     let policy = retention::Policy {
@@ -585,17 +590,7 @@ fn at_one_second_commits_the_window_holds_its_count_not_its_hour() {
 fn a_merge_from_what_the_committer_wrote_equals_one_read_from_storage() {
     let merged = |fresh_each_commit: bool| {
         let lake = Lake::new();
-        let table = lake.table();
-        let tx = iceberg::transaction::Transaction::new(&table);
-        let tx = iceberg::transaction::ApplyTransactionAction::apply(
-            tx.update_table_properties().set(
-                k2_table::stage::append::MIN_COUNT_TO_MERGE.into(),
-                "4".into(),
-            ),
-            tx,
-        )
-        .unwrap();
-        lake.rt.block_on(tx.commit(lake.catalog.as_ref())).unwrap();
+        merge_every(&lake, 4);
         let mut committer = lake.committer("w0");
         for n in 1..=4i64 {
             if fresh_each_commit {
