@@ -382,24 +382,13 @@ fn eod_history(
     table: &str,
     end: chrono::DateTime<chrono::Utc>,
 ) -> (Vec<String>, usize) {
-    k2_tests::runtime().block_on(async {
-        let catalog = k2_tests::tables::catalog(env).await;
-        let table = catalog
-            .load_table(&k2_table::layout::ident(table))
-            .await
-            .unwrap();
-        let m = table.metadata();
-        let tags = retention::refs(m)
-            .into_iter()
-            .filter(|r| !r.is_branch)
-            .map(|r| r.name)
-            .collect();
-        let kept = m
-            .snapshots()
-            .filter(|s| s.timestamp_ms() <= end.timestamp_millis())
-            .count();
-        (tags, kept)
-    })
+    let table = k2_tests::runtime().block_on(k2_tests::tables::table(env, table));
+    let m = table.metadata();
+    let kept = m
+        .snapshots()
+        .filter(|s| s.timestamp_ms() <= end.timestamp_millis())
+        .count();
+    (k2_tests::tables::tags(m), kept)
 }
 
 /// Random trades (equal timestamps, sequence numbers out of time order, zero quantities)

@@ -98,8 +98,7 @@ fn trades_history(env: &TestEnv) -> (usize, usize, Vec<String>) {
 /// A table's (snapshots, manifests listed by its current snapshot, tags).
 fn history_of(env: &TestEnv, name: &str) -> (usize, usize, Vec<String>) {
     k2_tests::runtime().block_on(async {
-        let catalog = tables::catalog(env).await;
-        let table = catalog.load_table(&ident(name)).await.unwrap();
+        let table = tables::table(env, name).await;
         let m = table.metadata();
         let snapshot = m.current_snapshot().unwrap();
         let manifests = table
@@ -109,12 +108,7 @@ fn history_of(env: &TestEnv, name: &str) -> (usize, usize, Vec<String>) {
             .unwrap()
             .entries()
             .len();
-        let tags = retention::refs(m)
-            .into_iter()
-            .filter(|r| !r.is_branch)
-            .map(|r| r.name)
-            .collect();
-        (m.snapshots().len(), manifests, tags)
+        (m.snapshots().len(), manifests, tables::tags(m))
     })
 }
 

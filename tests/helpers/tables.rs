@@ -51,6 +51,24 @@ pub async fn catalog(env: &TestEnv) -> Arc<dyn Catalog> {
         .expect("catalog")
 }
 
+/// K2's table `name` (`trades`, `bars_1m`, …) as the catalog has it now.
+pub async fn table(env: &TestEnv, name: &str) -> iceberg::table::Table {
+    catalog(env)
+        .await
+        .load_table(&k2_table::layout::ident(name))
+        .await
+        .unwrap()
+}
+
+/// The names of a table's tags (its refs that are not branches).
+pub fn tags(m: &iceberg::spec::TableMetadata) -> Vec<String> {
+    k2_table::retention::refs(m)
+        .into_iter()
+        .filter(|r| !r.is_branch)
+        .map(|r| r.name)
+        .collect()
+}
+
 /// `(table's default sort order id, each live data file's sort_order_id)` at the current
 /// snapshot, as the manifests record them.
 pub async fn sort_order_ids(env: &TestEnv, table: &str) -> (i64, Vec<Option<i32>>) {

@@ -167,6 +167,8 @@ pub async fn stage(
     written: Option<&WrittenManifests>,
 ) -> Result<Staged, StageError> {
     let m = table.metadata();
+    // Entries are kept for merges only.
+    let written = written.filter(|_| merge.enabled);
     if m.format_version() != FormatVersion::V2 {
         return Err(StageError::Unsupported(format!(
             "appends are written for format version 2 tables, not {:?}",
