@@ -37,11 +37,14 @@ s3_start() {
   "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
-  # Telemetry off and every listener on 127.0.0.1 (its defaults are on and 0.0.0.0).
+  # Telemetry off and every listener on 127.0.0.1 (its defaults are on and 0.0.0.0). A
+  # fixed volume count: weed's default derives it from the free disk at start (12 on a
+  # disk with 7 GB free), and every bucket a test creates holds a volume of its own, so the
+  # suite failed with "No writable volumes" on a fuller disk. Volumes grow as written.
   (cd "$S3_DIR" && exec setsid "$WEED_BIN" mini -dir="$S3_DIR/data" \
       -ip="$S3_HOST" -ip.bind="$S3_HOST" -master.telemetry=false \
       -webdav=false -admin.ui=false -s3.port.lance=0 \
-      -master.port=$((S3_PORT + 1)) -volume.port=$((S3_PORT + 2)) \
+      -master.port=$((S3_PORT + 1)) -volume.port=$((S3_PORT + 2)) -volume.max=1000 \
       -filer.port=$((S3_PORT + 3)) -admin.port=$((S3_PORT + 4)) \
       -s3.port="$S3_PORT" -s3.port.iceberg="$ICEBERG_REST_PORT" \
       -s3.config="$S3_DIR/s3.json" -bucket=lakehouse -tableBucket=warehouse \
