@@ -142,10 +142,18 @@ fn spawn(
     c.spawn().with_context(|| format!("starting {name}"))
 }
 
-/// A table's (snapshots, metadata file bytes).
-async fn table_shape(lake: &Lakehouse, table: &str) -> (usize, u64) {
+/// A table's (snapshots, metadata file bytes, manifests its current snapshot lists).
+async fn table_shape(lake: &Lakehouse, table: &str) -> (usize, u64, usize) {
     let Ok(t) = lake.table(table).await else {
-        return (0, 0);
+        return (0, 0, 0);
+    };
+    let manifests = match t.metadata().current_snapshot() {
+        Some(s) => t
+            .manifest_list_reader(s)
+            .load()
+            .await
+            .map_or(0, |l| l.entries().len()),
+        None => 0,
     };
     let bytes = match t.metadata_location() {
         Some(loc) => match t.file_io().new_input(loc) {
@@ -154,7 +162,7 @@ async fn table_shape(lake: &Lakehouse, table: &str) -> (usize, u64) {
         },
         None => 0,
     };
-    (t.metadata().snapshots().len(), bytes)
+    (t.metadata().snapshots().len(), bytes, manifests)
 }
 
 struct Window {
@@ -164,7 +172,7 @@ struct Window {
     commit_p50: f64,
     commit_p99: f64,
     lag: f64,
-    tables: Vec<(usize, u64)>,
+    tables: Vec<(usize, u64, usize)>,
 }
 
 const TABLES: [&str; 3] = ["trades", "quotes", "reference_data"];
@@ -339,14 +347,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!(
-        "| window | RSS MiB | commit p50 s | commit p99 s | freshness p50 s | freshness p99 s | consumer lag | snapshots t/q/r | metadata KiB t/q/r |"
+        "| window | RSS MiB | commit p50 s | commit p99 s | freshness p50 s | freshness p99 s | consumer lag | snapshots t/q/r | metadata KiB t/q/r | manifests listed t/q/r |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, w) in windows.iter().enumerate() {
         let mut l = std::mem::take(&mut latencies[i]);
         l.sort_unstable();
         println!(
-            "| {}–{} min | {:.0} | {:.3} | {:.3} | {:.2} | {:.2} | {:.0} | {} | {} |",
+            "| {}–{} min | {:.0} | {:.3} | {:.3} | {:.2} | {:.2} | {:.0} | {} | {} | {} |",
             (w.start - started).num_minutes(),
             (w.end - started).num_minutes(),
             w.rss,
@@ -363,6 +371,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             w.tables
                 .iter()
                 .map(|t| format!("{:.0}", t.1 as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join("/"),
+            w.tables
+                .iter()
+                .map(|t| t.2.to_string())
                 .collect::<Vec<_>>()
                 .join("/"),
         );

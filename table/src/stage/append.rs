@@ -410,27 +410,65 @@ async fn merged(
     Ok(out)
 }
 
-/// A group's manifests packed into bins, each with whether it is merged now. Java merges
-/// every bin of several manifests except the one holding the new manifest while it has
-/// fewer than `min-count`. K2 waits for `min-count` in every bin of a group this commit
-/// appends to: when the new manifest no longer fits beside an almost full merged one, the
-/// previous commit's manifest is left in the older bin with it, and Java's rule rewrites
-/// that whole bin for the one small manifest — at 1-s commits several commits in a row, a
-/// full manifest each (`bench/soak`, 4a4a2b4). A group this commit does not append to (a
-/// day no longer written) is merged as Java merges it, once.
+/// A group's manifests in bins, each with whether it is merged now; order kept.
+///
+/// A group this commit does not append to (a day no longer written) is merged as Java
+/// merges it: every bin of several manifests, once.
+///
+/// In a group this commit appends to, only young manifests merge (under half the target
+/// size: one-commit manifests and small merges of them); a settled one stays as it is.
+/// Java packs the whole group, and two things go wrong at short commit intervals. Its rule
+/// (merge every bin but the newest one below `min-count`) rewrites a full manifest for the
+/// one small manifest that spilled beside it, commit after commit (`bench/soak`, 4a4a2b4).
+/// Waiting for `min-count` in every bin instead leaves the small manifests packed beside a
+/// full one unmerged for as long as the day is written — about 20 in every 300 commits,
+/// each with its entries held for merging (`bench/soak`, a1950ab). Packing only the young
+/// avoids both: the newest young bin merges at `min-count`, an older one (full by
+/// construction) at once, and the result is soon settled.
 fn bins(
     group: Vec<ManifestFile>,
     new_paths: &[String],
     policy: ManifestMerge,
 ) -> Vec<(Vec<ManifestFile>, bool)> {
-    let appended_to = group.iter().any(|mf| new_paths.contains(&mf.manifest_path));
-    pack_end(group, policy.target_size_bytes)
+    let target = policy.target_size_bytes;
+    if !group.iter().any(|mf| new_paths.contains(&mf.manifest_path)) {
+        return pack_end(group, target)
+            .into_iter()
+            .map(|bin| {
+                let merge = bin.len() > 1;
+                (bin, merge)
+            })
+            .collect();
+    }
+    let settled = |mf: &ManifestFile| mf.manifest_length.max(0) as u64 >= target / 2;
+    let young: Vec<ManifestFile> = group.iter().filter(|mf| !settled(mf)).cloned().collect();
+    // Newest first, so the first bin is the under-filled one the next commits fill.
+    let mut young_bins: Vec<Option<(Vec<ManifestFile>, bool)>> = pack_end(young, target)
         .into_iter()
-        .map(|bin| {
-            let merge = bin.len() > 1 && (!appended_to || bin.len() >= policy.min_count_to_merge);
-            (bin, merge)
+        .enumerate()
+        .map(|(i, bin)| {
+            let merge = bin.len() > 1 && (i > 0 || bin.len() >= policy.min_count_to_merge);
+            Some((bin, merge))
         })
-        .collect()
+        .collect();
+    let bin_of: HashMap<String, usize> = young_bins
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| Some((b.as_ref()?.0.first()?.manifest_path.clone(), i)))
+        .collect();
+    // A settled manifest where it was, a bin of young ones where its newest member was.
+    let mut out = Vec::new();
+    for mf in group {
+        if settled(&mf) {
+            out.push((vec![mf], false));
+        } else if let Some(bin) = bin_of
+            .get(&mf.manifest_path)
+            .and_then(|&i| young_bins[i].take())
+        {
+            out.push(bin);
+        }
+    }
+    out
 }
 
 /// Java's `ListPacker.packEnd` with a lookback of 1: `items` packed greedily from the end
@@ -579,37 +617,110 @@ mod tests {
         assert_eq!(paths(&bins), [vec!["n"], vec!["big"], vec!["c"]]);
     }
 
-    #[test]
-    fn a_group_being_appended_to_merges_a_bin_only_at_min_count() {
-        let policy = ManifestMerge {
+    fn policy(target: u64, min_count: usize) -> ManifestMerge {
+        ManifestMerge {
             enabled: true,
-            target_size_bytes: 100,
-            min_count_to_merge: 3,
-        };
-        let decided = |items: Vec<ManifestFile>| {
-            bins(items, &["n".to_string()], policy)
-                .into_iter()
-                .map(|(bin, merge)| (paths(&[bin])[0].join(","), merge))
-                .collect::<Vec<_>>()
-        };
-        let owned = |v: &[(&str, bool)]| {
-            v.iter()
-                .map(|(p, m)| (p.to_string(), *m))
-                .collect::<Vec<_>>()
-        };
-        // The new manifest spilled over an almost full merged one: the older bin (full
-        // one + the previous commit's) waits, where Java would rewrite it.
+            target_size_bytes: target,
+            min_count_to_merge: min_count,
+        }
+    }
+
+    fn decided(items: Vec<ManifestFile>, policy: ManifestMerge) -> Vec<(String, bool)> {
+        bins(items, &["n".to_string()], policy)
+            .into_iter()
+            .map(|(bin, merge)| (paths(&[bin])[0].join(","), merge))
+            .collect()
+    }
+
+    fn owned(v: &[(&str, bool)]) -> Vec<(String, bool)> {
+        v.iter().map(|(p, m)| (p.to_string(), *m)).collect()
+    }
+
+    #[test]
+    fn a_group_being_appended_to_merges_only_its_young_manifests() {
+        let policy = policy(100, 3);
+        // The new manifest beside an almost full merged one: nothing is rewritten for it,
+        // where Java would rewrite the full one.
         let spilled = vec![manifest("n", 5), manifest("prev", 5), manifest("full", 92)];
         assert_eq!(
-            decided(spilled),
-            owned(&[("n", false), ("prev,full", false)])
+            decided(spilled, policy),
+            owned(&[("n,prev", false), ("full", false)])
         );
-        // The newest bin reaching min-count merges.
-        let due = vec![manifest("n", 5), manifest("a", 5), manifest("b", 5)];
-        assert_eq!(decided(due), owned(&[("n,a,b", true)]));
+        // The young reaching min-count merge, whatever settled manifests lie between them.
+        let due = vec![
+            manifest("n", 5),
+            manifest("a", 5),
+            manifest("full", 92),
+            manifest("b", 5),
+        ];
+        assert_eq!(
+            decided(due, policy),
+            owned(&[("n,a,b", true), ("full", false)])
+        );
+        // A full bin of young ones (larger than one min-count's worth) merges at once.
+        let many = vec![manifest("n", 30), manifest("a", 40), manifest("b", 40)];
+        assert_eq!(decided(many, policy), owned(&[("n", false), ("a,b", true)]));
         // A group this commit does not append to (a day no longer written): merged now.
         let closed = vec![manifest("prev", 5), manifest("full", 92)];
-        assert_eq!(decided(closed), owned(&[("prev,full", true)]));
+        assert_eq!(decided(closed, policy), owned(&[("prev,full", true)]));
+    }
+
+    /// A day written by one-commit manifests: the list a commit reads stays within one
+    /// settled manifest per `target/2` of entries plus `min-count` young ones, and every
+    /// one-commit manifest is merged within `min-count` commits of being written.
+    #[test]
+    fn a_day_of_small_commits_keeps_its_list_bounded_and_merges_every_manifest() {
+        let policy = policy(1 << 20, 100);
+        let (small, per_entry, header) = (7_500i64, 800i64, 6_000i64);
+        // Oldest-first commit numbers of what each listed manifest holds.
+        let mut list: Vec<(ManifestFile, Vec<u32>)> = Vec::new();
+        let mut longest_wait = 0;
+        for commit in 0..20_000u32 {
+            let mut group = vec![manifest(&format!("c{commit}"), small)];
+            group.extend(list.iter().map(|(m, _)| m.clone()));
+            let mut held: HashMap<String, Vec<u32>> =
+                list.drain(..).map(|(m, c)| (m.manifest_path, c)).collect();
+            held.insert(format!("c{commit}"), vec![commit]);
+            for (i, (bin, merge)) in bins(group, &[format!("c{commit}")], policy)
+                .into_iter()
+                .enumerate()
+            {
+                if merge {
+                    let commits: Vec<u32> = bin
+                        .iter()
+                        .flat_map(|m| held.remove(&m.manifest_path).unwrap())
+                        .collect();
+                    let len = header + per_entry * commits.len() as i64;
+                    list.push((manifest(&format!("m{commit}-{i}"), len), commits));
+                } else {
+                    for m in bin {
+                        let c = held.remove(&m.manifest_path).unwrap();
+                        if c.len() == 1 {
+                            longest_wait = longest_wait.max(commit - c[0]);
+                        }
+                        list.push((m, c));
+                    }
+                }
+            }
+            let settled = list
+                .iter()
+                .filter(|(m, _)| m.manifest_length as u64 >= policy.target_size_bytes / 2)
+                .count();
+            let entries: usize = list.iter().map(|(_, c)| c.len()).sum();
+            assert_eq!(entries, commit as usize + 1, "every commit listed once");
+            let bound = entries / ((policy.target_size_bytes / 2) as usize / per_entry as usize)
+                + policy.min_count_to_merge
+                + 4;
+            assert!(
+                list.len() <= bound,
+                "commit {commit}: {} manifests listed ({settled} settled), bound {bound}",
+                list.len()
+            );
+        }
+        assert!(
+            longest_wait < 100,
+            "a one-commit manifest waited {longest_wait} commits"
+        );
     }
 
     #[test]
