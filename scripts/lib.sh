@@ -86,3 +86,39 @@ maven() {
 # java_service_pid MARKER: the pid of a live JVM started with -Dk2.service=MARKER
 # (by this checkout or another one on the machine), empty if none.
 java_service_pid() { pgrep -f -- "-Dk2.service=$1( |$)" | head -n 1 || true; }
+
+# docker_engine: makes sure a Docker engine answers. Starts dockerd (as root) when it is
+# installed and not running — with --iptables=false: K2's builds and containers use the
+# host's network and need no NAT rules, which some machines cannot load. Dies, saying why,
+# when no engine can be had; never skips.
+docker_engine() {
+  command -v docker >/dev/null || die "docker not found (apt-get install docker.io)"
+  docker info >/dev/null 2>&1 && return 0
+  command -v dockerd >/dev/null || die "no Docker engine answers and dockerd is not installed"
+  ((EUID == 0)) || die "no Docker engine answers; start one (dockerd) or run as root to let K2 start it"
+  mkdir -p "$K2_CACHE"
+  log "starting dockerd (log: $K2_CACHE/dockerd.log)"
+  setsid dockerd --iptables=false >>"$K2_CACHE/dockerd.log" 2>&1 </dev/null &
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
+  tail -n 20 "$K2_CACHE/dockerd.log" >&2
+  die "dockerd did not answer within 60 s (log above)"
+}
+
+# make_debian_base RELEASE TARBALL: a minimal Debian root filesystem (debootstrap, from the
+# host's Debian mirror), trimmed as Debian's slim images are, as a tarball for `docker import`.
+make_debian_base() {
+  local release=$1 tarball=$2 root mirror
+  command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+  mirror=${K2_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  root=$(mktemp -d)
+  log "making a Debian $release base image with debootstrap from $mirror (about 2 minutes, once)"
+  debootstrap --variant=minbase "$release" "$root" "$mirror" >"$root.log" 2>&1 \
+    || { tail -n 20 "$root.log" >&2; die "debootstrap $release failed"; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root.log"
+  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
+    "$mirror" "$release" "$mirror" "$release" "$release" >"$root/etc/apt/sources.list"
+  mkdir -p "$(dirname "$tarball")"
+  tar -C "$root" -czf "$tarball.part" . && mv "$tarball.part" "$tarball"
+  rm -rf "$root"
+}

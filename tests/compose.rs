@@ -14,10 +14,20 @@ use serde_yaml_ng::Value;
 /// The file as Compose resolves it (anchors merged, variables interpolated with their
 /// defaults, paths absolute), every profile included.
 fn resolved() -> Value {
+    resolved_with(&[])
+}
+
+/// [`resolved`] with these override files on top.
+fn resolved_with(overrides: &[&str]) -> Value {
+    let mut files = vec!["-f", "docker-compose.yml"];
+    for o in overrides {
+        files.extend(["-f", o]);
+    }
     let out = Command::new("docker-compose")
         .current_dir(repo_root())
         .args(["--profile", "demo", "--profile", "tools"])
-        .args(["-f", "docker-compose.yml", "config"])
+        .args(files)
+        .arg("config")
         // Defaults only: a developer's .env or shell must not change what is checked.
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
@@ -244,7 +254,7 @@ fn the_dockerfiles_copy_what_exists_and_install_what_health_checks_use() {
         }
     }
     // The runtime stage installs curl for its HEALTHCHECK (and compose's checks).
-    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let runtime = runtime_stage(&dockerfile);
     assert!(runtime.contains("curl") && runtime.contains("HEALTHCHECK"));
     // .dockerignore keeps the build output and local state out, and nothing the build needs.
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
@@ -262,9 +272,46 @@ fn the_dockerfiles_copy_what_exists_and_install_what_health_checks_use() {
     }
 }
 
+/// The `ENV` of the Dockerfile's runtime stage (`runtime-base`): what every K2 container
+/// starts with.
+fn image_env() -> Vec<(String, String)> {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let stage = runtime_stage(&dockerfile);
+    let joined = stage.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ENV "))
+        .flat_map(|vars| {
+            vars.split_whitespace()
+                .map(|kv| kv.split_once('=').expect("ENV K=V"))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The text of the Dockerfile's `runtime-base` stage, which both final stages start from.
+fn runtime_stage(dockerfile: &str) -> &str {
+    dockerfile
+        .split("\nFROM ")
+        .find(|stage| {
+            stage
+                .lines()
+                .next()
+                .is_some_and(|l| l.ends_with(" AS runtime-base"))
+        })
+        .expect("the Dockerfile has a runtime-base stage")
+}
+
 #[test]
 fn every_k2_service_environment_is_accepted_by_k2s_config_loader() {
-    let model = resolved();
+    check_k2_environments(&[], "kafka:9092");
+    // The same services on scripts/services' native servers (tests/image.rs runs them).
+    check_k2_environments(&["docker/compose.native.yml"], "127.0.0.1:9092");
+}
+
+fn check_k2_environments(overrides: &[&str], bootstrap: &str) {
+    let model = resolved_with(overrides);
     let k2: Vec<_> = services(&model)
         .into_iter()
         .filter(|(_, s)| s["image"].as_str().is_some_and(|i| i.starts_with("k2:")))
@@ -299,12 +346,12 @@ fn every_k2_service_environment_is_accepted_by_k2s_config_loader() {
         for (k, _) in &saved {
             unsafe { std::env::remove_var(k) };
         }
-        let image_env = [
-            ("K2_STATE_DIR", "/var/lib/k2"),
-            ("K2_METRICS__ADDRESS", "0.0.0.0:9464"),
-            ("K2_LOG__FORMAT", "json"),
-        ];
-        for (k, v) in image_env {
+        let image_env = image_env();
+        assert!(
+            image_env.iter().any(|(k, _)| k == "K2_STATE_DIR"),
+            "{image_env:?}"
+        );
+        for (k, v) in &image_env {
             unsafe { std::env::set_var(k, v) };
         }
         for (k, v) in &env {
@@ -323,7 +370,7 @@ fn every_k2_service_environment_is_accepted_by_k2s_config_loader() {
             unsafe { std::env::set_var(k, v) };
         }
         let loaded = loaded.unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(loaded.kafka.bootstrap_servers, "kafka:9092", "{name}");
+        assert_eq!(loaded.kafka.bootstrap_servers, bootstrap, "{name}");
         assert!(
             matches!(
                 loaded.catalog,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub mod asx;
+pub mod docker;
 pub mod engines;
 pub mod feed;
 pub mod poison;
@@ -126,7 +127,7 @@ fn s3_settings(port: u16, access_key: &str, secret_key: &str) -> String {
 
 /// Creates an S3 table bucket (what SeaweedFS's REST catalog serves) on the SeaweedFS whose
 /// S3 port is `s3_port`.
-fn create_table_bucket(s3_port: u16, name: &str) {
+pub fn create_table_bucket(s3_port: u16, name: &str) {
     let text = services::weed_shell(
         s3_port,
         &format!("s3tables.bucket -create -name {name} -account admin"),
