@@ -13,8 +13,8 @@ use k2_tests::docker::{
 use k2_tests::services::free_port;
 use k2_tests::sink::scrape_counter;
 use k2_tests::{
-    BOOTSTRAP, S3_ACCESS_KEY, S3_SECRET_KEY, TestEnv, create_table_bucket, ensure_services, env_or,
-    fed_poison, repo_root, s3_port, stderr, stdout, unique,
+    BOOTSTRAP, S3_ACCESS_KEY, S3_SECRET_KEY, TestEnv, compose_k2_vars, create_table_bucket,
+    ensure_services, env_or, fed_poison, repo_root, s3_port, stderr, succeeded, unique,
 };
 
 /// The `K2_*` settings of docker-compose.yml's `x-k2` block, pointed at the native services:
@@ -23,38 +23,22 @@ use k2_tests::{
 fn k2_vars(env: &TestEnv) -> Vec<(String, String)> {
     let bucket = unique("img");
     create_table_bucket(s3_port(), &bucket);
-    let registry = format!(
-        "http://127.0.0.1:{}/apis/ccompat/v7",
-        env_or("K2_REGISTRY_PORT", 8081u16)
-    );
     let rest = format!(
         "http://127.0.0.1:{}",
         env_or("K2_ICEBERG_REST_PORT", 8181u16)
     );
-    let s3 = format!("http://127.0.0.1:{}", s3_port());
     let credential = format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}");
-    let warehouse = format!("s3://{bucket}");
-    [
-        ("K2_TOPICS_FILE", "/etc/k2/topics.yaml"),
-        ("K2_KAFKA__BOOTSTRAP_SERVERS", BOOTSTRAP.as_str()),
-        ("K2_KAFKA__GROUP_ID", env.group.as_str()),
-        ("K2_SINK__DEAD_LETTER_TOPIC", env.dead_letter_topic.as_str()),
-        ("K2_SCHEMA_REGISTRY__URL", registry.as_str()),
-        ("K2_CATALOG__TYPE", "rest"),
-        ("K2_CATALOG__NAME", "k2"),
-        ("K2_CATALOG__URI", rest.as_str()),
-        ("K2_CATALOG__CREDENTIAL", credential.as_str()),
-        ("K2_CATALOG__WAREHOUSE", warehouse.as_str()),
-        ("K2_WAREHOUSE__LOCATION", warehouse.as_str()),
-        ("K2_WAREHOUSE__S3__ENDPOINT", s3.as_str()),
-        ("K2_WAREHOUSE__S3__REGION", "us-east-1"),
-        ("K2_WAREHOUSE__S3__PATH_STYLE", "true"),
-        ("K2_WAREHOUSE__S3__ACCESS_KEY_ID", S3_ACCESS_KEY),
-        ("K2_WAREHOUSE__S3__SECRET_ACCESS_KEY", S3_SECRET_KEY),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    let mut vars = compose_k2_vars(&rest, &format!("s3://{bucket}"), Some(&credential));
+    vars.extend(
+        [
+            ("K2_TOPICS_FILE", "/etc/k2/topics.yaml"),
+            ("K2_KAFKA__BOOTSTRAP_SERVERS", BOOTSTRAP.as_str()),
+            ("K2_KAFKA__GROUP_ID", env.group.as_str()),
+            ("K2_SINK__DEAD_LETTER_TOPIC", env.dead_letter_topic.as_str()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    vars
 }
 
 fn with(vars: &[(String, String)], more: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -65,14 +49,10 @@ fn with(vars: &[(String, String)], more: &[(&str, &str)]) -> Vec<(String, String
 
 /// Runs a program of the image, which must succeed; its standard output.
 fn run_ok(vars: &[(String, String)], volumes: &[String], command: &[&str]) -> String {
-    let out = run(vars, volumes, command);
-    assert!(
-        out.status.success(),
-        "{command:?} in the image failed:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
+    succeeded(
+        &run(vars, volumes, command),
+        &format!("{command:?} in the image"),
+    )
 }
 
 /// One CSV answer of `k2-query -c SQL`, from the image.
@@ -237,14 +217,10 @@ fn compose(project: &str, vars: &[(String, String)], args: &[&str]) -> std::proc
 }
 
 fn compose_ok(project: &str, vars: &[(String, String)], args: &[&str]) -> String {
-    let out = compose(project, vars, args);
-    assert!(
-        out.status.success(),
-        "docker-compose {args:?} failed:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
+    succeeded(
+        &compose(project, vars, args),
+        &format!("docker-compose {args:?}"),
+    )
 }
 
 /// Takes the compose project down with its volumes, also when the test fails.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k2_tests::services::{Prometheus, Service, free_port};
 use k2_tests::sink::{metrics_address, signal, wait_exit, wait_for_assignment};
-use k2_tests::{S3_ACCESS_KEY, S3_SECRET_KEY, TestEnv, ensure_services, env_or, s3_port, unique};
+use k2_tests::{TestEnv, ensure_services, s3_port, unique};
 
 #[test]
 fn feed_sink_rest_catalog_on_postgres_s3_query_and_prometheus() {
@@ -27,27 +27,13 @@ fn feed_sink_rest_catalog_on_postgres_s3_query_and_prometheus() {
 
     let mut env = TestEnv::new();
     env.set_partitions(2, 1);
-    let registry = format!(
-        "http://127.0.0.1:{}/apis/ccompat/v7",
-        env_or("K2_REGISTRY_PORT", 8081u16)
-    );
-    let s3_endpoint = format!("http://127.0.0.1:{}", s3_port());
     let rest = format!("http://127.0.0.1:{rest_port}");
     // docker-compose.yml's x-k2 environment, pointed at the native servers.
-    for (k, v) in [
-        ("K2_SCHEMA_REGISTRY__URL", registry.as_str()),
-        ("K2_CATALOG__TYPE", "rest"),
-        ("K2_CATALOG__NAME", "k2"),
-        ("K2_CATALOG__URI", rest.as_str()),
-        ("K2_CATALOG__WAREHOUSE", warehouse.as_str()),
-        ("K2_WAREHOUSE__LOCATION", warehouse.as_str()),
-        ("K2_WAREHOUSE__S3__ENDPOINT", s3_endpoint.as_str()),
-        ("K2_WAREHOUSE__S3__REGION", "us-east-1"),
-        ("K2_WAREHOUSE__S3__PATH_STYLE", "true"),
-        ("K2_WAREHOUSE__S3__ACCESS_KEY_ID", S3_ACCESS_KEY),
-        ("K2_WAREHOUSE__S3__SECRET_ACCESS_KEY", S3_SECRET_KEY),
-        ("K2_SINK__COMMIT__INTERVAL", "1s"),
-    ] {
+    for (k, v) in k2_tests::compose_k2_vars(&rest, &warehouse, None)
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("K2_SINK__COMMIT__INTERVAL", "1s")])
+    {
         env.var(k, v);
     }
     env.create_topics();

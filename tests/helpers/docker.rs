@@ -25,12 +25,7 @@ pub fn image() -> &'static str {
             .arg(&binaries)
             .output()
             .expect("run scripts/image");
-        assert!(
-            out.status.success(),
-            "scripts/image failed:\n{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        crate::succeeded(&out, "scripts/image");
         std::env::var("K2_IMAGE").unwrap_or_else(|_| "k2:dev".into())
     })
 }
@@ -45,14 +40,9 @@ pub fn docker(args: &[&str]) -> Output {
 
 /// `docker ARGS`, which must succeed; its standard output, trimmed.
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out).trim().to_string()
+    crate::succeeded(&docker(args), &format!("docker {args:?}"))
+        .trim()
+        .to_string()
 }
 
 /// `docker run` arguments for these `K2_*` variables and volumes, on the host's network.

@@ -560,6 +560,53 @@ impl Default for TestEnv {
     }
 }
 
+/// The `K2_*` settings of docker-compose.yml's `x-k2` block for its REST catalog and S3
+/// warehouse, pointed at the native servers: the schema registry, the REST catalog at `rest`
+/// (with an OAuth2 `credential` where it asks for one), `warehouse` on the shared S3 server.
+pub fn compose_k2_vars(
+    rest: &str,
+    warehouse: &str,
+    credential: Option<&str>,
+) -> Vec<(String, String)> {
+    let registry = format!(
+        "http://127.0.0.1:{}/apis/ccompat/v7",
+        env_or("K2_REGISTRY_PORT", 8081u16)
+    );
+    let s3 = format!("http://127.0.0.1:{}", s3_port());
+    let mut vars = vec![
+        ("K2_SCHEMA_REGISTRY__URL", registry.as_str()),
+        ("K2_CATALOG__TYPE", "rest"),
+        ("K2_CATALOG__NAME", "k2"),
+        ("K2_CATALOG__URI", rest),
+        ("K2_CATALOG__WAREHOUSE", warehouse),
+        ("K2_WAREHOUSE__LOCATION", warehouse),
+        ("K2_WAREHOUSE__S3__ENDPOINT", s3.as_str()),
+        ("K2_WAREHOUSE__S3__REGION", "us-east-1"),
+        ("K2_WAREHOUSE__S3__PATH_STYLE", "true"),
+        ("K2_WAREHOUSE__S3__ACCESS_KEY_ID", S3_ACCESS_KEY),
+        ("K2_WAREHOUSE__S3__SECRET_ACCESS_KEY", S3_SECRET_KEY),
+    ];
+    if let Some(c) = credential {
+        vars.push(("K2_CATALOG__CREDENTIAL", c));
+    }
+    vars.into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A finished process's standard output; panics with both outputs, naming `what`, if it
+/// failed.
+pub fn succeeded(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
