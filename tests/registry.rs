@@ -100,3 +100,46 @@ fn registry_path_end_to_end() {
     assert_eq!(rows, 340, "the client's 40 plus the feed's 300");
     assert!(k2_tests::feed::read_dead_letters(&env.dead_letter_topic).is_empty());
 }
+
+/// Several admins setting a fresh subject's compatibility at once (subjects are shared by every
+/// exchange of a data type, so concurrent `k2-admin schemas register` runs do this) all
+/// succeed: Apicurio answers the losers of the rule's creation 409, and the client settles it.
+#[test]
+fn concurrent_admins_set_one_subjects_compatibility() {
+    use k2_common::config::{Compatibility, SchemaRegistryConfig};
+    use k2_common::registry::SchemaRegistryClient;
+
+    let registry = Registry::local();
+    let client = SchemaRegistryClient::new(&SchemaRegistryConfig {
+        url: registry.url.clone(),
+        username: None,
+        password: None,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..5 {
+        let subject = format!(
+            "k2.test.race{}x{round}x{}-value",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let results = rt.block_on(futures::future::join_all((0..8).map(|_| {
+            let client = client.clone();
+            let subject = subject.clone();
+            async move {
+                client
+                    .set_compatibility(&subject, Compatibility::Backward)
+                    .await
+            }
+        })));
+        for r in results {
+            r.unwrap_or_else(|e| panic!("{subject}: {e}"));
+        }
+        assert_eq!(
+            registry.get(&format!("/config/{subject}"))["compatibilityLevel"],
+            "BACKWARD"
+        );
+    }
+}

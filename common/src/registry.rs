@@ -42,6 +42,11 @@ impl RegistryError {
         }
     }
 
+    /// True when the registry refused a write because a concurrent one got there first.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, RegistryError::Status { status: 409, .. })
+    }
+
     /// True when the registry said the thing asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, RegistryError::Status { status: 404, .. })
@@ -154,20 +159,31 @@ impl SchemaRegistryClient {
     }
 
     /// Sets the subject's compatibility level.
+    ///
+    /// Subjects are shared by every exchange of a data type, so several admins may set the
+    /// same subject's level at once. Apicurio creates the rule on the first PUT and updates it
+    /// on later ones; two first PUTs racing make the loser answer 409 ("rule already exists").
+    /// The rule then exists, so the same PUT again is an update and settles it.
     pub async fn set_compatibility(
         &self,
         subject: &str,
         level: Compatibility,
     ) -> Result<(), RegistryError> {
-        let (url, req) = self.request(
-            reqwest::Method::PUT,
-            &format!("/config/{}", encode(subject)),
-        );
-        let req = req
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .json(&json!({ "compatibility": level.as_str() }));
-        let _: serde_json::Value = self.send("PUT", url, req).await?;
-        Ok(())
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let (url, req) = self.request(
+                reqwest::Method::PUT,
+                &format!("/config/{}", encode(subject)),
+            );
+            let req = req
+                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                .json(&json!({ "compatibility": level.as_str() }));
+            match self.send::<serde_json::Value>("PUT", url, req).await {
+                Err(e) if e.is_conflict() && attempt < ATTEMPTS => attempt += 1,
+                result => return result.map(|_| ()),
+            }
+        }
     }
 
     /// The writer schema with this global id.
