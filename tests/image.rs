@@ -14,7 +14,8 @@ use k2_tests::services::free_port;
 use k2_tests::sink::scrape_counter;
 use k2_tests::{
     BOOTSTRAP, S3_ACCESS_KEY, S3_SECRET_KEY, TestEnv, compose_k2_vars, create_table_bucket,
-    ensure_services, env_or, fed_poison, repo_root, s3_port, stderr, succeeded, unique,
+    ensure_services, env_or, fed_poison, repo_root, s3_port, small_poisoned_feed, stderr,
+    succeeded, unique,
 };
 
 /// The `K2_*` settings of docker-compose.yml's `x-k2` block, pointed at the native services:
@@ -283,20 +284,10 @@ fn compose_brings_up_k2s_services_scaled_on_the_native_services() {
         &project,
         &vars,
         &[
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "k2-feed",
-            "k2-feed",
-            "synthetic",
-            "--count",
-            "4000",
-            "--symbols",
-            "5",
-            "--poison-every",
-            "1000",
-        ],
+            &["run", "--rm", "--no-deps", "-T", "k2-feed", "k2-feed"][..],
+            &small_poisoned_feed("4000"),
+        ]
+        .concat(),
     );
     assert!(out.status.success(), "k2-feed: {}", stderr(&out));
     let good = 4000 - fed_poison(&out);

@@ -46,18 +46,7 @@ fn feed_sink_rest_catalog_on_postgres_s3_query_and_prometheus() {
     let address = metrics_address(&env, log);
     let prometheus = Prometheus::scraping(&dir.path().join("prometheus-dir"), &[&address]);
 
-    let out = env.run(
-        "k2-feed",
-        &[
-            "synthetic",
-            "--count",
-            "6000",
-            "--symbols",
-            "5",
-            "--poison-every",
-            "1000",
-        ],
-    );
+    let out = env.run("k2-feed", &k2_tests::small_poisoned_feed("6000"));
     assert!(out.status.success(), "k2-feed: {}", k2_tests::stderr(&out));
     let poison = k2_tests::fed_poison(&out) as f64;
 

@@ -615,6 +615,20 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `k2-feed` arguments for the deployment tests' small feed: `count` synthetic records of
+/// five symbols with a poison record every 1,000, so that dead letters are exercised too.
+pub fn small_poisoned_feed(count: &str) -> [&str; 7] {
+    [
+        "synthetic",
+        "--count",
+        count,
+        "--symbols",
+        "5",
+        "--poison-every",
+        "1000",
+    ]
+}
+
 /// How many poison records a `k2-feed synthetic --poison-every N` run sent (its report's
 /// `poison=` figure; at least one, or the run proves nothing about dead letters).
 pub fn fed_poison(out: &Output) -> u64 {
